@@ -1,0 +1,124 @@
+"""One builder for every space: an `Arch` becomes a plain `torch.nn.Module`.
+
+Blocks are made by `make_block(space, layer, op)`, the single place that turns an op name into
+modules, so the standalone network, the cost tables and (later) the supernet agree.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nasctl.space.space import Arch, SearchSpace, parse_op
+
+
+def _act(space: SearchSpace) -> nn.Module:
+    return nn.ReLU6(inplace=True) if space.activation == "relu6" else nn.ReLU(inplace=True)
+
+
+def conv_bn(space, cin, cout, k=1, stride=1, groups=1, act=True) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(_act(space))
+    return nn.Sequential(*layers)
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's shuffle, needed after a grouped 1x1 conv (FBNet's ``_g2`` ops)."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: [1x1 expand] -> KxK depthwise -> 1x1 project, residual when shapes match."""
+
+    def __init__(self, space: SearchSpace, cin: int, cout: int, stride: int, op: str):
+        super().__init__()
+        o = parse_op(op)
+        mid = cin * o.expand
+        parts = []
+        if o.expand != 1 or space.expand_e1:
+            parts.append(conv_bn(space, cin, mid, 1, groups=o.groups))
+            if o.groups > 1:
+                parts.append(ChannelShuffle(o.groups))
+        parts.append(conv_bn(space, mid, mid, o.kernel, stride, groups=mid))
+        parts.append(conv_bn(space, mid, cout, 1, groups=o.groups, act=False))
+        self.body = nn.Sequential(*parts)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+def make_block(space: SearchSpace, cin: int, cout: int, stride: int, op: str) -> nn.Module:
+    if parse_op(op).is_skip:
+        if stride == 1 and cin == cout:
+            return nn.Identity()
+        return conv_bn(space, cin, cout, 1, stride)  # FBNet's skip where the shape changes
+    return MBConv(space, cin, cout, stride, op)
+
+
+class Net(nn.Module):
+    """stem -> fixed blocks -> searchable layers -> 1x1 head -> pool -> classifier."""
+
+    def __init__(self, arch: Arch):
+        super().__init__()
+        s = arch.space
+        self.stem = conv_bn(s, 3, s.stem_channels, 3, s.stem_stride)
+        self.fixed = nn.Sequential(*(make_block(s, f.in_ch, f.out_ch, f.stride, f.op) for f in s.fixed))
+        self.layers = nn.Sequential(
+            *(make_block(s, l.in_ch, l.out_ch, l.stride, op) for l, op in zip(s.layers, arch.ops))
+        )
+        last = s.layers[-1].out_ch
+        self.head = nn.Sequential(
+            conv_bn(s, last, s.head_channels, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+        self.classifier = nn.Linear(s.head_channels, s.params.num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.head(self.layers(self.fixed(self.stem(x)))))
+
+
+def build(arch: Arch) -> Net:
+    return Net(arch)
+
+
+def input_shape(space: SearchSpace, batch: int = 1) -> tuple[int, int, int, int]:
+    r = space.params.resolution
+    return (batch, 3, r, r)
+
+
+def count(module: nn.Module, shape) -> tuple[int, int]:
+    """(MACs, params) of a module for one input of `shape`, counted by hooks during a forward.
+
+    MACs are those of convolutions and linear layers (the usual convention; BN and activations
+    fold away at deployment). Build the module under ``torch.device("meta")`` and this costs no
+    memory and almost no time.
+    """
+    macs = 0
+
+    def hook(m, inp, out):
+        nonlocal macs
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            macs += out[0].numel() * (m.in_channels // m.groups) * k
+        elif isinstance(m, nn.Linear):
+            macs += m.in_features * m.out_features
+
+    params = list(module.parameters())
+    device = params[0].device if params else torch.device("meta")
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            module(torch.empty(shape, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return macs, sum(p.numel() for p in params)

@@ -1,0 +1,136 @@
+"""Device profiles: TOML files that say how a device is reached and how it measures.
+
+A profile is looked up by name in $NASCTL_PROFILES (os.pathsep-separated folders), then
+./profiles, then the profiles that ship with nasctl; or given as a path to a .toml file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from nasctl.errors import UserError
+
+TRANSPORTS = ("local", "ssh", "adb")
+RUNTIMES = ("onnxruntime", "tensorrt", "tflite")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    transport: str
+    runtime: str
+    batch: int
+    precision: str
+    opset: int
+    resolution: int | None
+    runtime_options: dict = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)
+    energy: dict = field(default_factory=dict)
+    power: dict = field(default_factory=dict)
+    connection: dict = field(default_factory=dict)  # the [ssh] or [adb] table
+    source: str = ""
+
+    def input_shape(self, resolution: int) -> list[int]:
+        r = self.resolution or resolution
+        return [self.batch, 3, r, r]
+
+    def agent_config(self, resolution: int) -> dict:
+        """What the agent needs to time a model: runtime, its options, shape, protocol."""
+        return {
+            "runtime": self.runtime,
+            **self.runtime_options,
+            "input_shape": self.input_shape(resolution),
+            "precision": self.precision,
+            "protocol": self.protocol,
+        }
+
+    def config_id(self, space_hash: str, resolution: int, device_facts: dict) -> str:
+        """Rows with the same config id were measured under the same conditions.
+
+        It covers the network definition, the measurement settings and the device's identity
+        (host and CPU), so a resume never mixes rows from another board or another setting.
+        """
+        doc = {
+            "profile": self.name,
+            "space": space_hash,
+            "agent": self.agent_config(resolution),
+            "opset": self.opset,
+            "host": device_facts.get("host"),
+            "cpu": device_facts.get("cpu_model"),
+            "runtime_version": device_facts.get("runtime_version"),
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def profile_dirs() -> list[Path]:
+    env = [Path(p) for p in os.environ.get("NASCTL_PROFILES", "").split(os.pathsep) if p]
+    return [*env, Path("profiles"), Path(str(resources.files("nasctl_profiles")))]
+
+
+def list_profiles() -> dict[str, Path]:
+    """Profile name -> file, earlier folders shadowing later ones."""
+    found: dict[str, Path] = {}
+    for d in profile_dirs():
+        if d.is_dir():
+            for f in sorted(d.glob("*.toml")):
+                found.setdefault(f.stem, f)
+    return found
+
+
+def load_device(ref: str) -> DeviceProfile:
+    path = Path(ref)
+    if not (ref.endswith(".toml") or path.is_file()):
+        known = list_profiles()
+        if ref not in known:
+            raise UserError(f"unknown device {ref!r} (profiles: {', '.join(known)}; or a .toml file)")
+        path = known[ref]
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"cannot read device profile {ref}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"device profile {ref}: {e}") from None
+    return _from_doc(doc, str(path))
+
+
+def _from_doc(doc: dict, source: str) -> DeviceProfile:
+    where = f"device profile {source}"
+    try:
+        model = doc.get("model", {})
+        transport = doc["transport"]
+        dev = DeviceProfile(
+            name=str(doc.get("name", Path(source).stem)),
+            description=str(doc.get("description", "")),
+            transport=transport,
+            runtime=doc["runtime"],
+            batch=int(model.get("batch", 1)),
+            precision=str(model.get("precision", "fp32")),
+            opset=int(model.get("opset", 17)),
+            resolution=int(model["resolution"]) if "resolution" in model else None,
+            runtime_options=dict(doc.get("runtime_options", {})),
+            protocol=dict(doc.get("protocol", {})),
+            energy=dict(doc.get("energy", {})),
+            power=dict(doc.get("power", {})),
+            connection=dict(doc.get(transport, {})),
+            source=source,
+        )
+    except KeyError as e:
+        raise UserError(f"{where}: missing key {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{where}: {e}") from None
+    if dev.transport not in TRANSPORTS:
+        raise UserError(f"{where}: transport must be one of {', '.join(TRANSPORTS)}")
+    if dev.runtime not in RUNTIMES:
+        raise UserError(f"{where}: runtime must be one of {', '.join(RUNTIMES)}")
+    if dev.batch < 1:
+        raise UserError(f"{where}: batch must be >= 1")
+    if dev.runtime == "onnxruntime" and dev.precision != "fp32":
+        raise UserError(f"{where}: onnxruntime profiles time fp32 models only")
+    return dev

@@ -1,0 +1,58 @@
+"""The local transport: the agent runs as a subprocess of this machine's Python."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from nasctl.errors import DeviceUnreachable
+from nasctl.profile.transports.base import AgentSession, Transport
+
+AGENT = Path(str(resources.files("nasctl_agents") / "agent.py"))
+
+
+class LocalTransport(Transport):
+    name = "local"
+
+    def __init__(self, sysfs_root: str = "/"):
+        self.sysfs_root = sysfs_root
+        self._proc: subprocess.Popen | None = None
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+
+    def start_agent(self, config: dict) -> AgentSession:
+        self.close()
+        cmd = [sys.executable, str(AGENT), "serve", "--config", json.dumps(config),
+               "--sysfs-root", self.sysfs_root]
+        try:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                text=True, bufsize=1,
+            )
+        except OSError as e:
+            raise DeviceUnreachable(f"cannot start the local agent: {e}") from None
+        return AgentSession(self._proc.stdin, self._proc.stdout, self._describe_exit)
+
+    def _describe_exit(self) -> str:
+        code = self._proc.wait(timeout=10) if self._proc else None
+        self._stderr.seek(0)
+        tail = self._stderr.read().strip().splitlines()[-1:] or [""]
+        return f"local agent exited with code {code}: {tail[0][:300]}".rstrip(": ")
+
+    def stage(self, model: Path) -> str:
+        return str(model)
+
+    def unstage(self, remote: str) -> None:
+        Path(remote).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+        self._proc = None

@@ -1,0 +1,70 @@
+"""Arch files: what `nasctl sample` writes and every later step reads (Parquet or CSV).
+
+Columns: arch_id, arch, space, macro, resolution, width_mult, num_classes, macs, params. Only
+`arch` is required, so a plain CSV of arch strings (e.g. HELP's) works with --space.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nasctl.errors import UserError
+from nasctl.space.space import Arch, SearchSpace, load_space
+from nasctl.tables import read_table
+
+PARAM_COLUMNS = ("macro", "resolution", "width_mult", "num_classes")
+
+
+def archs_frame(space: SearchSpace, idx: np.ndarray) -> pd.DataFrame:
+    from nasctl.models.cost import cost_table  # models imports space; keep the cycle lazy
+
+    macs, params = cost_table(space).of(idx)
+    archs = [space.from_indices(row) for row in idx]
+    p = space.params
+    return pd.DataFrame({
+        "arch_id": [a.id for a in archs],
+        "arch": [a.string for a in archs],
+        "space": space.source,
+        "macro": p.macro,
+        "resolution": p.resolution,
+        "width_mult": p.width_mult,
+        "num_classes": p.num_classes,
+        "macs": macs,
+        "params": params,
+    })
+
+
+def _single(df: pd.DataFrame, col: str, path) -> object:
+    values = df[col].dropna().unique()
+    if len(values) > 1:
+        raise UserError(f"{path}: archs of several {col} values in one file ({', '.join(map(str, values[:3]))})")
+    return values[0].item() if hasattr(values[0], "item") else values[0]
+
+
+def read_archs(path: str | Path, space: str | None = None, **params) -> tuple[SearchSpace, list[Arch]]:
+    """The space (from --space or the file's `space` column) and the file's archs, in order.
+
+    Params given here override the file's; the file's override the space's defaults. Every
+    string is parsed, so a bad one fails before anything is measured.
+    """
+    df = read_table(path)
+    if "arch" not in df:
+        raise UserError(f"{path}: no 'arch' column")
+    if df.empty:
+        raise UserError(f"{path}: no archs")
+    if space is None:
+        if "space" not in df:
+            raise UserError(f"{path}: no 'space' column; pass --space")
+        space = str(_single(df, "space", path))
+    file_params = {c: _single(df, c, path) for c in PARAM_COLUMNS if c in df and df[c].notna().any()}
+    sp = load_space(space, **{**file_params, **{k: v for k, v in params.items() if v is not None}})
+    archs = []
+    for i, s in enumerate(df["arch"]):
+        try:
+            archs.append(sp.parse(s))
+        except UserError as e:
+            raise UserError(f"{path}: row {i}: {e}") from None
+    return sp, archs

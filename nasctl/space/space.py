@@ -1,0 +1,346 @@
+"""Search spaces as data: a TOML file decoded into per-layer specs, and architectures as strings.
+
+A space file names its ops, the macro-architectures it can be built on, and default parameters
+(input resolution, width multiplier, classes). The built-in spaces ship as such files, so a user
+space is no second-class citizen. An architecture is one op name per searchable layer, joined by
+``-`` (the canonical string), as in timm's compact block strings.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from nasctl.errors import UserError
+
+SKIP = "skip"
+_OP_RE = re.compile(r"^k(?P<k>[1-9]\d*)_e(?P<e>[1-9]\d*)(?:_g(?P<g>[1-9]\d*))?$")
+
+
+@dataclass(frozen=True)
+class Op:
+    """A decoded op name: ``kK_eE[_gG]`` is an MBConv block, ``skip`` an identity (or 1x1 conv)."""
+
+    name: str
+    kernel: int = 0
+    expand: int = 0
+    groups: int = 1
+
+    @property
+    def is_skip(self) -> bool:
+        return self.name == SKIP
+
+
+@functools.cache
+def parse_op(name: str) -> Op:
+    if name == SKIP:
+        return Op(SKIP)
+    m = _OP_RE.match(name)
+    if not m:
+        raise UserError(f"bad op name {name!r}: expected 'skip' or kK_eE[_gG], e.g. k3_e6")
+    return Op(name, int(m["k"]), int(m["e"]), int(m["g"] or 1))
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of 8, never below 90% of v (MobileNetV2's rule)."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+@dataclass(frozen=True)
+class Params:
+    """What a user may change on any space without editing it; part of every device config."""
+
+    macro: str
+    resolution: int
+    width_mult: float
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One searchable layer: its shape and the ops allowed there."""
+
+    index: int
+    in_ch: int
+    out_ch: int
+    stride: int
+    in_hw: int
+    ops: tuple[str, ...]
+
+    @property
+    def reshapes(self) -> bool:
+        return self.stride != 1 or self.in_ch != self.out_ch
+
+
+@dataclass(frozen=True)
+class FixedSpec:
+    """A non-searchable block of the macro (e.g. ProxylessNAS's first MBConv k3 e1)."""
+
+    op: str
+    in_ch: int
+    out_ch: int
+    stride: int
+    in_hw: int
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str
+    ops: tuple[str, ...]
+    skip_on_reshape: str
+    activation: str
+    expand_e1: bool
+    macros: dict = field(hash=False, compare=False)
+    params: Params = None
+    source: str = ""
+
+    # ---- derived structure -------------------------------------------------------------
+    @functools.cached_property
+    def _macro(self) -> dict:
+        return self.macros[self.params.macro]
+
+    @property
+    def stem_channels(self) -> int:
+        return make_divisible(self._macro["stem"]["channels"] * self.params.width_mult)
+
+    @property
+    def stem_stride(self) -> int:
+        return int(self._macro["stem"]["stride"])
+
+    @property
+    def head_channels(self) -> int:
+        return make_divisible(self._macro["head"]["channels"] * max(1.0, self.params.width_mult))
+
+    @functools.cached_property
+    def fixed(self) -> tuple[FixedSpec, ...]:
+        return self._layout[0]
+
+    @functools.cached_property
+    def layers(self) -> tuple[LayerSpec, ...]:
+        return self._layout[1]
+
+    @functools.cached_property
+    def _layout(self):
+        w = self.params.width_mult
+        hw = math.ceil(self.params.resolution / self.stem_stride)
+        ch = self.stem_channels
+        fixed = []
+        for f in self._macro.get("fixed", []):
+            out, s = make_divisible(f["channels"] * w), int(f.get("stride", 1))
+            fixed.append(FixedSpec(f["op"], ch, out, s, hw))
+            ch, hw = out, math.ceil(hw / s)
+        layers = []
+        for st in self._macro["stages"]:
+            out = make_divisible(st["channels"] * w)
+            for i in range(int(st["layers"])):
+                s = int(st["stride"]) if i == 0 else 1
+                ops = self.ops
+                if self.skip_on_reshape == "forbid" and (s != 1 or ch != out):
+                    ops = tuple(o for o in ops if o != SKIP)
+                layers.append(LayerSpec(len(layers), ch, out, s, hw, ops))
+                ch, hw = out, math.ceil(hw / s)
+        return tuple(fixed), tuple(layers)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @functools.cached_property
+    def allowed(self) -> np.ndarray:
+        """L x K boolean mask of the ops each layer may take."""
+        m = np.zeros((self.num_layers, len(self.ops)), dtype=bool)
+        for l in self.layers:
+            m[l.index, [self.ops.index(o) for o in l.ops]] = True
+        return m
+
+    @functools.cached_property
+    def structure_hash(self) -> str:
+        """Hash of what defines the arch strings (ops, per-layer choices), not of the params.
+
+        The same string names the same architecture at any resolution or macro, so arch ids stay
+        stable when a search runs on the CIFAR macro and deploys on the ImageNet one.
+        """
+        doc = {"name": self.name, "ops": self.ops, "allowed": self.allowed.tolist()}
+        return _hash(doc)
+
+    @functools.cached_property
+    def definition_hash(self) -> str:
+        """Hash of everything that changes the built network: the structure, macro and params."""
+        doc = {
+            "structure": self.structure_hash,
+            "macro": self._macro,
+            "skip_on_reshape": self.skip_on_reshape,
+            "activation": self.activation,
+            "expand_e1": self.expand_e1,
+            "params": self.params.__dict__,
+        }
+        return _hash(doc)
+
+    def with_params(self, **overrides) -> SearchSpace:
+        """The same space with some params changed (None values are ignored)."""
+        kw = {k: v for k, v in overrides.items() if v is not None}
+        if not kw:
+            return self
+        return _validated(replace(self, params=replace(self.params, **kw)))
+
+    # ---- architectures -----------------------------------------------------------------
+    def parse(self, text: str) -> Arch:
+        """Decode a canonical arch string; errors name the layer and the bad token."""
+        tokens = str(text).strip().split("-")
+        if len(tokens) != self.num_layers:
+            raise UserError(
+                f"arch has {len(tokens)} layers, space {self.name!r} has {self.num_layers}: {text!r}"
+            )
+        for layer, tok in zip(self.layers, tokens):
+            if tok not in self.ops:
+                raise UserError(
+                    f"layer {layer.index}: unknown op {tok!r} in space {self.name!r} "
+                    f"(ops: {', '.join(self.ops)})"
+                )
+            if tok not in layer.ops:
+                raise UserError(
+                    f"layer {layer.index}: op {tok!r} not allowed there "
+                    f"(stride {layer.stride}, {layer.in_ch}->{layer.out_ch} channels: "
+                    "skip cannot change the shape in this space)"
+                )
+        return Arch(self, tuple(tokens))
+
+    def from_indices(self, idx) -> Arch:
+        return Arch(self, tuple(self.ops[int(i)] for i in idx))
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "layers": self.num_layers,
+            "ops": list(self.ops),
+            "params": self.params.__dict__,
+            "size": int(np.prod(self.allowed.sum(1).astype(float))),
+        }
+
+
+@dataclass(frozen=True)
+class Arch:
+    space: SearchSpace
+    ops: tuple[str, ...]
+
+    @property
+    def string(self) -> str:
+        return "-".join(self.ops)
+
+    @property
+    def id(self) -> str:
+        return _hash({"space": self.space.structure_hash, "arch": self.string})[:16]
+
+    @property
+    def indices(self) -> np.ndarray:
+        return np.array([self.space.ops.index(o) for o in self.ops], dtype=np.int64)
+
+    def onehot(self) -> np.ndarray:
+        """L x K one-hot matrix over the space's op list (the predictors' input)."""
+        m = np.zeros(self.space.allowed.shape, dtype=np.float32)
+        m[np.arange(len(self.ops)), self.indices] = 1.0
+        return m
+
+    def __str__(self) -> str:
+        return self.string
+
+
+def _hash(doc) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+BUILTIN = resources.files("nasctl.space") / "builtin"
+
+
+def builtin_spaces() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in BUILTIN.iterdir() if p.name.endswith(".toml"))
+
+
+def load_space(name_or_path: str | Path, **params) -> SearchSpace:
+    """A built-in space by name, or a user space from a TOML file; params override defaults."""
+    ref = str(name_or_path)
+    if ref in builtin_spaces():
+        text, source = (BUILTIN / f"{ref}.toml").read_text(), ref
+    elif ref.endswith(".toml") or Path(ref).exists():
+        try:
+            text, source = Path(ref).read_text(), str(Path(ref).resolve())
+        except OSError as e:
+            raise UserError(f"cannot read space file {ref}: {e.strerror}") from None
+    else:
+        raise UserError(
+            f"unknown space {ref!r} (built-in: {', '.join(builtin_spaces())}; or a .toml file)"
+        )
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"space file {ref}: {e}") from None
+    return _from_doc(doc, source).with_params(**params)
+
+
+def _from_doc(doc: dict, source: str) -> SearchSpace:
+    where = f"space {source}"
+    try:
+        p = doc["params"]
+        space = SearchSpace(
+            name=str(doc["name"]),
+            description=str(doc.get("description", "")),
+            ops=tuple(doc["ops"]),
+            skip_on_reshape=doc.get("skip_on_reshape", "forbid"),
+            activation=doc.get("activation", "relu6"),
+            expand_e1=bool(doc.get("expand_e1", False)),
+            macros=doc["macro"],
+            params=Params(
+                macro=str(p.get("macro", next(iter(doc["macro"])))),
+                resolution=int(p.get("resolution", 224)),
+                width_mult=float(p.get("width_mult", 1.0)),
+                num_classes=int(p.get("num_classes", 1000)),
+            ),
+            source=source,
+        )
+    except KeyError as e:
+        raise UserError(f"{where}: missing key {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{where}: {e}") from None
+    return _validated(space)
+
+
+def _validated(space: SearchSpace) -> SearchSpace:
+    where = f"space {space.source or space.name}"
+    p = space.params
+    if p.macro not in space.macros:
+        raise UserError(f"{where}: unknown macro {p.macro!r} (has: {', '.join(space.macros)})")
+    if p.resolution < 8 or p.width_mult <= 0 or p.num_classes < 1:
+        raise UserError(f"{where}: resolution >= 8, width_mult > 0 and num_classes >= 1 needed")
+    if space.skip_on_reshape not in ("forbid", "conv1x1"):
+        raise UserError(f"{where}: skip_on_reshape must be 'forbid' or 'conv1x1'")
+    if space.activation not in ("relu", "relu6"):
+        raise UserError(f"{where}: activation must be 'relu' or 'relu6'")
+    if len(set(space.ops)) != len(space.ops) or not space.ops:
+        raise UserError(f"{where}: ops must be a non-empty list without repeats")
+    for o in space.ops:
+        parse_op(o)
+    try:
+        for m in space.macros.values():
+            for f in m.get("fixed", []):
+                parse_op(f["op"])
+            if not m["stages"]:
+                raise UserError(f"{where}: a macro needs at least one stage")
+        layers = space.layers
+    except KeyError as e:
+        raise UserError(f"{where}: macro is missing key {e.args[0]!r}") from None
+    bad = [l.index for l in layers if not l.ops]
+    if bad:
+        raise UserError(f"{where}: layers {bad} allow no op")
+    return space

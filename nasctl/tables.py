@@ -1,0 +1,59 @@
+"""Reading and writing row tables (Parquet or CSV, chosen by extension), atomically.
+
+Every file nasctl writes goes through `write_table`: a temp file in the same folder, fsync, then
+rename. A reader, or a kill -9, therefore sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow
+
+from nasctl.errors import UserError
+
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+
+
+def table_format(path: str | Path) -> str:
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise UserError(f"{path}: unknown table format (use .parquet or .csv)")
+    return fmt
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    fmt = table_format(path)
+    try:
+        return pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, ValueError, pyarrow.ArrowException, pd.errors.ParserError) as e:
+        raise UserError(f"{path}: unreadable {fmt} file ({str(e).splitlines()[0]})") from None
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    path = Path(path)
+    fmt = table_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if fmt == "parquet":
+                df.to_parquet(f, index=False)
+            else:
+                df.to_csv(f, index=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dirfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)

@@ -1,0 +1,1 @@
+"""Device profiles that ship with nasctl (TOML files); this file only makes the folder installable."""
