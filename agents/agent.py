@@ -164,6 +164,12 @@ class OnnxRuntime:
         self.np, self.ort = np, ort
         self.threads = int(config.get("threads", 1))
         self.providers = config.get("providers", ["CPUExecutionProvider"])
+        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        if missing:  # onnxruntime would fall back to the CPU silently and mislabel every row
+            raise ConfigError(
+                f"onnxruntime provider {', '.join(missing)} not available here "
+                f"(available: {', '.join(ort.get_available_providers())})"
+            )
 
     def load(self, model: str, input_shape: list[int]):
         so = self.ort.SessionOptions()
@@ -177,7 +183,11 @@ class OnnxRuntime:
         name = sess.get_inputs()[0].name
         x = self.np.random.default_rng(0).standard_normal(input_shape, dtype=self.np.float32)
         feed = {name: x}
-        return lambda: sess.run(None, feed)
+        return (lambda: sess.run(None, feed)), {"provider": sess.get_providers()[0]}
+
+
+class ConfigError(Exception):
+    """The measurement config cannot work on this device; nothing is measured."""
 
 
 RUNTIMES = {"onnxruntime": OnnxRuntime}
@@ -216,7 +226,7 @@ def time_model(run, protocol: dict) -> tuple[list[float], float]:
 
 def measure(runtime, model: str, config: dict, root: Path) -> dict:
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    run = runtime.load(model, config["input_shape"])
+    run, runtime_info = runtime.load(model, config["input_shape"])
     load0, cpu0, own0 = loadavg_1m(root), cpu_jiffies(root), own_jiffies()
     times, spent = time_model(run, config.get("protocol", {}))
     cpu1, own1 = cpu_jiffies(root), own_jiffies()
@@ -229,6 +239,7 @@ def measure(runtime, model: str, config: dict, root: Path) -> dict:
         busy_other = min(1.0, other / (total_per_cpu * (ncpu - min(runtime.threads, ncpu - 1))))
     return {
         "status": "ok",
+        **runtime_info,
         **summarize(times),
         "converged": converged(times, {**PROTOCOL, **config.get("protocol", {})}["ci_rel"]),
         "timed_s": spent,
@@ -243,14 +254,20 @@ def measure(runtime, model: str, config: dict, root: Path) -> dict:
 
 def serve(config: dict, root: Path) -> int:
     runtime_name = config.get("runtime", "onnxruntime")
-    out = sys.stdout
-    if runtime_name not in RUNTIMES:
-        out.write(json.dumps({"fatal": f"unknown runtime {runtime_name!r}"}) + "\n")
-        return 2
+    # The protocol owns the real stdout; whatever else writes to fd 1 (runtime logs, native
+    # libraries) is sent to stderr, so it can never corrupt a row.
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     try:
+        if runtime_name not in RUNTIMES:
+            raise ConfigError(f"unknown runtime {runtime_name!r} (agent has: {', '.join(RUNTIMES)})")
         runtime = RUNTIMES[runtime_name](config)
+    except ConfigError as e:
+        out.write(json.dumps({"fatal": str(e), "kind": "config"}) + "\n")
+        return 2
     except ImportError as e:
-        out.write(json.dumps({"fatal": f"runtime {runtime_name} is not installed: {e}"}) + "\n")
+        out.write(json.dumps({"fatal": f"runtime {runtime_name} is not installed: {e}", "kind": "runtime"}) + "\n")
         return 3
     out.write(json.dumps({"facts": facts(root, runtime_name)}) + "\n")
     out.flush()

@@ -115,10 +115,12 @@ def count(module: nn.Module, shape) -> tuple[int, int]:
     params = list(module.parameters())
     device = params[0].device if params else torch.device("meta")
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = module.training
     try:
         with torch.no_grad():
-            module(torch.empty(shape, device=device))
+            module.eval()(torch.empty(shape, device=device))  # eval: BN accepts 1x1 maps
     finally:
+        module.train(was_training)
         for h in handles:
             h.remove()
     return macs, sum(p.numel() for p in params)

@@ -11,7 +11,7 @@ import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from nasctl.errors import DeviceUnreachable
+from nasctl.errors import DeviceUnreachable, UserError
 
 
 class AgentDied(Exception):
@@ -25,14 +25,22 @@ class AgentSession:
         self._in, self._out, self._describe_exit = stdin, stdout, describe_exit
         hello = self._read()
         if "fatal" in hello:
+            if hello.get("kind") == "config":
+                raise UserError(f"device profile does not work on this device: {hello['fatal']}")
             raise DeviceUnreachable(f"agent could not start: {hello['fatal']}")
         self.facts: dict = hello["facts"]
 
     def _read(self) -> dict:
-        line = self._out.readline()
-        if not line:
-            raise AgentDied(self._describe_exit())
-        return json.loads(line)
+        """The next protocol line; a remote shell's own chatter (banners, warnings) is skipped."""
+        while True:
+            line = self._out.readline()
+            if not line:
+                raise AgentDied(self._describe_exit())
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:
+                    pass
 
     def measure(self, key: str, model: str) -> dict:
         try:

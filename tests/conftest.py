@@ -1,0 +1,31 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+HELP_CSV = ROOT.parent / "shared" / "data" / "help-fbnet" / "fbnet_cifar100_latency.csv"
+
+
+@pytest.fixture
+def fast_device() -> str:
+    return str(DATA / "fast-cpu.toml")
+
+
+@pytest.fixture
+def help_csv() -> Path:
+    if not HELP_CSV.exists():
+        pytest.skip(f"shared HELP data not found at {HELP_CSV} (only in the project's workspace)")
+    return HELP_CSV
+
+
+def nasctl(*args, check=None, **kw) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user or a CI script would."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    p = subprocess.run([sys.executable, "-m", "nasctl", *map(str, args)], capture_output=True, text=True, env=env, **kw)
+    if check is not None:
+        assert p.returncode == check, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    return p

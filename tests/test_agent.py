@@ -1,0 +1,76 @@
+"""The device agent's statistics, protocol and facts (it runs on boards, so test it alone)."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+from scipy import stats
+
+from nasctl_agents import agent
+
+
+def test_median_ci_matches_binomial_order_statistics():
+    rng = random.Random(0)
+    xs = sorted(rng.gauss(10, 1) for _ in range(400))
+    lo, hi = agent.median_ci(xs)
+    # Exact binomial CI for the median via scipy, for the same ranks +-1.
+    k = stats.binom.ppf(0.025, len(xs), 0.5)
+    assert abs(xs.index(lo) - (k - 1)) <= 1
+    assert lo < agent.statistics.median(xs) < hi
+
+
+def test_summarize():
+    s = agent.summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert s["latency_ms"] == 3.0 and s["latency_min_ms"] == 1.0 and s["n_runs"] == 5
+    assert s["latency_p90_ms"] == 100.0 and s["latency_mean_ms"] == 22.0
+
+
+def test_protocol_stops_when_ci_is_tight_and_at_limits():
+    fast = {"warmup_runs": 1, "warmup_s": 0, "min_runs": 10, "min_time_s": 0, "max_runs": 10_000, "max_time_s": 5}
+    times, spent = agent.time_model(lambda: None, {**fast, "ci_rel": 0.5})
+    assert 10 <= len(times) < 1000
+    times, _ = agent.time_model(lambda: None, {**fast, "ci_rel": -1, "max_runs": 77})  # never converges
+    assert len(times) == 77
+
+
+def test_facts_from_a_sysfs_root(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nmodel name\t: ARMv8 Processor rev 0 (v8l)\n")
+    (tmp_path / "proc/loadavg").write_text("0.50 0.40 0.30 1/100 42\n")
+    for i, t in enumerate(["41500", "55250"]):
+        z = tmp_path / f"sys/class/thermal/thermal_zone{i}"
+        z.mkdir(parents=True)
+        (z / "temp").write_text(t)
+    gov = tmp_path / "sys/devices/system/cpu/cpu0/cpufreq"
+    gov.mkdir(parents=True)
+    (gov / "scaling_governor").write_text("performance\n")
+    f = agent.facts(tmp_path)
+    assert f["cpu_model"] == "ARMv8 Processor rev 0 (v8l)" and f["temp_c"] == 55.25
+    assert f["governor"] == "performance" and agent.loadavg_1m(tmp_path) == 0.5
+    assert agent.facts(tmp_path / "empty")["temp_c"] is None
+
+
+def test_agent_runs_as_a_standalone_script(tmp_path):
+    """On a board the agent is one copied file run by the system Python."""
+    p = subprocess.run([sys.executable, agent.__file__, "facts"], capture_output=True, text=True, cwd=tmp_path, check=True)
+    f = json.loads(p.stdout)
+    assert f["runtime"] == "onnxruntime" and f["runtime_version"] and f["agent_version"] == agent.AGENT_VERSION
+
+
+def test_serve_turns_an_unloadable_model_into_an_error_row_and_goes_on(tmp_path):
+    import torch
+
+    good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.randn(1, 3, 8, 8),), str(good), dynamo=False)
+    bad.write_bytes(b"this is not an onnx model")
+    cfg = {"runtime": "onnxruntime", "threads": 1, "input_shape": [1, 3, 8, 8],
+           "protocol": {"warmup_runs": 1, "warmup_s": 0, "min_runs": 5, "min_time_s": 0, "max_time_s": 0.2}}
+    reqs = "".join(json.dumps({"key": k, "model": str(m)}) + "\n" for k, m in [("a", bad), ("b", good)])
+    p = subprocess.run([sys.executable, agent.__file__, "serve", "--config", json.dumps(cfg)],
+                       input=reqs, capture_output=True, text=True, check=True)
+    hello, a, b = (json.loads(l) for l in p.stdout.splitlines())
+    assert "facts" in hello
+    assert a["key"] == "a" and a["status"] == "error" and a["error"].startswith("InvalidProtobuf")
+    assert b["key"] == "b" and b["status"] == "ok" and b["latency_ms"] > 0

@@ -1,0 +1,171 @@
+"""`nasctl profile --device local` end to end: real agent subprocess, real onnxruntime timings."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import nasctl
+
+SCHEMA = {
+    "arch_id", "config_id", "arch", "space", "macs", "params", "device", "host", "cpu_model",
+    "runtime", "runtime_version", "threads", "batch", "input_shape", "precision", "status",
+    "latency_ms", "latency_p90_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms",
+    "latency_cv", "n_runs", "loadavg_1m", "other_cores_busy", "governor", "temp_c",
+    "agent_version", "nasctl_version", "started_at", "finished_at",
+}
+
+
+@pytest.fixture
+def archs(tmp_path):
+    f = tmp_path / "archs.parquet"
+    nasctl("sample", "--n", 6, "--seed", 0, "--resolution", 32, "-o", f, check=0)
+    return f
+
+
+@pytest.mark.parametrize("ext", ["parquet", "csv"])
+def test_profile_then_resume_measures_nothing_twice(tmp_path, archs, fast_device, ext):
+    out = tmp_path / f"lat.{ext}"
+    p = nasctl("profile", "--device", fast_device, "--archs", archs, "-o", out, "--json", check=0)
+    s = json.loads(p.stdout)
+    assert (s["measured"], s["errors"], s["skipped"]) == (6, 0, 0)
+    df = pd.read_parquet(out) if ext == "parquet" else pd.read_csv(out)
+    assert SCHEMA <= set(df.columns)
+    assert len(df) == 6 and df["arch_id"].is_unique and (df["status"] == "ok").all()
+    assert (df["latency_ms"] > 0).all() and (df["latency_min_ms"] <= df["latency_ms"]).all()
+    assert (df["latency_ms"] <= df["latency_p90_ms"]).all() and (df["n_runs"] >= 5).all()
+    assert (df["input_shape"] == "1x3x32x32").all() and (df["threads"] == 1).all()
+    assert df["config_id"].nunique() == 1 and (df["provider"] == "CPUExecutionProvider").all()
+    before = df.set_index("arch_id")["latency_ms"]
+
+    p = nasctl("profile", "--device", fast_device, "--archs", archs, "-o", out, "--json", check=0)
+    s = json.loads(p.stdout)
+    assert (s["measured"], s["skipped"]) == (0, 6)
+    df2 = pd.read_parquet(out) if ext == "parquet" else pd.read_csv(out)
+    assert df2.set_index("arch_id")["latency_ms"].equals(before)
+
+
+def test_new_device_config_gets_new_rows(tmp_path, archs, fast_device):
+    out = tmp_path / "lat.parquet"
+    nasctl("profile", "--device", fast_device, "--archs", archs, "-o", out, check=0)
+    two = tmp_path / "two-threads.toml"
+    two.write_text(open(fast_device).read().replace("threads = 1", "threads = 2"))
+    s = json.loads(nasctl("profile", "--device", two, "--archs", archs, "-o", out, "--json", check=0).stdout)
+    assert s["measured"] == 6
+    df = pd.read_parquet(out)
+    assert len(df) == 12 and df["config_id"].nunique() == 2
+    assert df.groupby("config_id")["arch_id"].nunique().tolist() == [6, 6]
+
+
+def test_failing_archs_become_error_rows(tmp_path, archs, fast_device):
+    bad = tmp_path / "bad-opset.toml"  # opset 1 cannot express these nets: the checker fails them
+    bad.write_text(open(fast_device).read().replace("precision = \"fp32\"", "precision = \"fp32\"\nopset = 1"))
+    out = tmp_path / "lat.parquet"
+    p = nasctl("profile", "--device", bad, "--archs", archs, "-o", out, "--json", check=1)
+    assert json.loads(p.stdout)["errors"] == 6
+    df = pd.read_parquet(out)
+    assert (df["status"] == "error").all() and df["error"].str.startswith("export:").all()
+    # Error rows are not measured again unless asked.
+    assert json.loads(nasctl("profile", "--device", bad, "--archs", archs, "-o", out, "--json").stdout)["skipped"] == 6
+
+
+def test_agent_death_is_an_error_row_then_the_run_goes_on(tmp_path, archs, fast_device):
+    slow = tmp_path / "slow.toml"  # each arch takes ~1 s, so the agent can be killed mid-arch
+    slow.write_text(open(fast_device).read().replace("min_time_s = 0.02", "min_time_s = 1.0").replace("max_time_s = 0.3", "max_time_s = 2.0"))
+    out = tmp_path / "lat.parquet"
+    cmd = [sys.executable, "-m", "nasctl", "profile", "--device", str(slow), "--archs", str(archs), "-o", str(out), "--json", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.exists() and len(pd.read_parquet(out)) >= 2):
+        time.sleep(0.05)
+    agents = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "agent.py serve"], capture_output=True, text=True).stdout.split()
+    assert len(agents) == 1
+    os.kill(int(agents[0]), signal.SIGKILL)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    s = json.loads(stdout)
+    assert (s["measured"], s["errors"]) == (5, 1)
+    df = pd.read_parquet(out)
+    assert len(df) == 6 and df["error"].dropna().str.contains("agent died").all()
+    # --retry-errors measures the failed arch again and replaces its error row.
+    s = json.loads(nasctl("profile", "--device", slow, "--archs", archs, "-o", out, "--json", "--retry-errors", check=0).stdout)
+    assert (s["measured"], s["skipped"]) == (1, 5)
+    df = pd.read_parquet(out)
+    assert len(df) == 6 and (df["status"] == "ok").all()
+
+
+def test_unavailable_provider_is_refused_before_measuring(tmp_path, archs, fast_device):
+    dev = tmp_path / "noprov.toml"  # onnxruntime alone would fall back to the CPU silently
+    dev.write_text(open(fast_device).read().replace("threads = 1", 'threads = 1\nproviders = ["NoSuchExecutionProvider"]'))
+    out = tmp_path / "lat.parquet"
+    p = nasctl("profile", "--device", dev, "--archs", archs, "-o", out, check=2)
+    assert "NoSuchExecutionProvider not available" in p.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--device", "nope"], "unknown device 'nope'"),
+        (["--device", "xavier"], "ssh transport"),
+        (["--space", "nope"], "unknown space 'nope'"),
+        (["--space", "fbnet"], "has 22"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, archs, fast_device, args, msg):
+    out = tmp_path / "lat.parquet"
+    base = {"--device": fast_device}
+    base.update(dict(zip(args[::2], args[1::2])))
+    flat = [x for kv in base.items() for x in kv]
+    p = nasctl("profile", *flat, "--archs", archs, "-o", out, check=2)
+    assert msg in p.stderr and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [archs]
+
+
+def test_bad_arch_files(tmp_path, fast_device):
+    out = tmp_path / "lat.parquet"
+    bad_op = tmp_path / "bad.csv"
+    bad_op.write_text("arch\n" + "-".join(["k3_e3"] * 5 + ["k4_e3"] + ["k3_e3"] * 15) + "\n")
+    p = nasctl("profile", "--device", fast_device, "--space", "proxyless", "--archs", bad_op, "-o", out, check=2)
+    assert "row 0: layer 5: unknown op 'k4_e3'" in p.stderr
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    p = nasctl("profile", "--device", fast_device, "--archs", garbage, "-o", out, check=2)
+    assert "unreadable parquet file" in p.stderr
+    p = nasctl("profile", "--device", fast_device, "--archs", tmp_path / "missing.parquet", "-o", out, check=2)
+    assert "no such file" in p.stderr
+    p = nasctl("profile", "--device", fast_device, "--archs", bad_op, "-o", tmp_path / "lat.txt", check=2)
+    assert "unknown table format" in p.stderr
+    assert not out.exists()
+
+
+def test_kill_9_loses_at_most_the_arch_in_flight(tmp_path, fast_device):
+    archs, out = tmp_path / "archs.parquet", tmp_path / "lat.parquet"
+    nasctl("sample", "--n", 50, "--seed", 7, "--resolution", 32, "-o", archs, check=0)
+    cmd = [sys.executable, "-m", "nasctl", "profile", "--device", fast_device, "--archs", str(archs), "-o", str(out), "-q"]
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    deadline = time.time() + 120
+    seen = 0
+    while time.time() < deadline:  # wait until the store holds some rows, reading it as we go
+        if out.exists():
+            seen = len(pd.read_parquet(out))  # always a complete, valid file
+            if seen >= 10:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None and seen >= 10, "run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # nasctl and its agent, with no chance to clean up
+    proc.wait()
+    partial = pd.read_parquet(out)
+    assert 10 <= len(partial) < 50 and partial["arch_id"].is_unique
+
+    s = json.loads(nasctl("profile", "--device", fast_device, "--archs", archs, "-o", out, "--json", check=0).stdout)
+    df = pd.read_parquet(out)
+    expected = set(pd.read_parquet(archs)["arch_id"])
+    lost, dup = len(expected - set(df["arch_id"])), len(df) - df["arch_id"].nunique()
+    assert (lost, dup) == (0, 0)
+    assert s["skipped"] == len(partial) and s["measured"] == 50 - len(partial)
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")], "temp files left behind"
