@@ -35,6 +35,10 @@ PROTOCOL = {
     "max_runs": 2000,
     "max_time_s": 10.0,
     "ci_rel": 0.01,  # stop once the 95% CI of the median lies within +-1% of it
+    # Another process loading the free cores (a compile, a pip install) slows a 1-thread run by
+    # 15-20% here; the host's own exporter stays well below this share. Above it, time again.
+    "max_other_busy": 0.8,
+    "interference_retries": 2,
 }
 
 
@@ -224,27 +228,36 @@ def time_model(run, protocol: dict) -> tuple[list[float], float]:
     return times, clock() - start
 
 
+def other_busy(before, after, own: int, threads: int) -> float | None:
+    """Busy share of the cores this process left free: all busy jiffies less its own."""
+    ncpu = os.cpu_count() or 1
+    if not (before and after) or ncpu < 2 or after[1] <= before[1]:
+        return None
+    other = max(0, (after[0] - before[0]) - own)
+    per_cpu = (after[1] - before[1]) / ncpu
+    return min(1.0, other / (per_cpu * (ncpu - min(threads, ncpu - 1))))
+
+
 def measure(runtime, model: str, config: dict, root: Path) -> dict:
+    p = {**PROTOCOL, **config.get("protocol", {})}
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     run, runtime_info = runtime.load(model, config["input_shape"])
-    load0, cpu0, own0 = loadavg_1m(root), cpu_jiffies(root), own_jiffies()
-    times, spent = time_model(run, config.get("protocol", {}))
-    cpu1, own1 = cpu_jiffies(root), own_jiffies()
-    busy_other = None
-    ncpu = os.cpu_count() or 1
-    if cpu0 and cpu1 and ncpu > 1 and cpu1[1] > cpu0[1]:
-        # Everything busy on the machine minus this process, over the cores it left free.
-        other = max(0, (cpu1[0] - cpu0[0]) - (own1 - own0))
-        total_per_cpu = (cpu1[1] - cpu0[1]) / ncpu
-        busy_other = min(1.0, other / (total_per_cpu * (ncpu - min(runtime.threads, ncpu - 1))))
+    load0 = loadavg_1m(root)
+    for retries in range(int(p["interference_retries"]) + 1):
+        cpu0, own0 = cpu_jiffies(root), own_jiffies()
+        times, spent = time_model(run, p)
+        busy = other_busy(cpu0, cpu_jiffies(root), own_jiffies() - own0, runtime.threads)
+        if busy is None or busy <= p["max_other_busy"]:
+            break
     return {
         "status": "ok",
         **runtime_info,
         **summarize(times),
-        "converged": converged(times, {**PROTOCOL, **config.get("protocol", {})}["ci_rel"]),
+        "converged": converged(times, p["ci_rel"]),
         "timed_s": spent,
         "loadavg_1m": load0,
-        "other_cores_busy": busy_other,
+        "other_cores_busy": busy,
+        "interference_retries": retries,
         "governor": governor(root),
         "temp_c": temperature_c(root),
         "started_at": started,

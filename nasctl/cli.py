@@ -13,12 +13,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nasctl import __version__
-from nasctl.errors import NasctlError
+from nasctl.errors import NasctlError, UserError
 
 app = typer.Typer(
     name="nasctl",
@@ -141,6 +143,92 @@ def profile(
           f"({s.wall_s:.1f} s, overhead {100 * (s.overhead or 0):.0f}%)")
     if s.errors:
         raise typer.Exit(1)
+
+
+@app.command("fit-predictor")
+def fit_predictor_cmd(
+    rows: Annotated[Path, typer.Argument(help="Measured rows (.parquet/.csv), e.g. from `nasctl profile`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Predictor file (.pt); a .json report and a .png scatter go beside it.")],
+    metric: Annotated[str, typer.Option(help="Column to learn, e.g. latency_ms, energy_mj, pixel2_ms.")] = "latency_ms",
+    space: Annotated[Optional[str], typer.Option(help="Space (default: the rows' 'space' column).")] = None,
+    test: Annotated[float, typer.Option(help="Held-out share for the report.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the splits and the fits.")] = 0,
+    members: Annotated[int, typer.Option(help="Ensemble members (their spread is the uncertainty).")] = 5,
+    config_id: Annotated[Optional[str], typer.Option(help="Device config to fit, when the rows hold several.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Learn a metric from measured rows; report it beside the additive lookup table (LUT)."""
+    from nasctl.predict import FitConfig, fit_predictor, load_rows
+    from nasctl.tables import atomic_write
+    from nasctl.predict.report import scatter_png
+
+    if output.suffix != ".pt":
+        raise UserError(f"{output}: the predictor file must end in .pt")
+    if members < 1:
+        raise UserError("--members must be at least 1")
+    data = load_rows(rows, metric, space, config_id)
+    if not quiet:
+        err.print(f"fitting {metric} on {len(data.y)} rows ({data.skipped_errors} error rows skipped)...")
+    pred, report, (y_te, preds) = fit_predictor(data, metric, test, seed, FitConfig(seed=seed, members=members))
+    chosen = report["chosen"]
+    png = scatter_png(y_te, {f"nasctl ({chosen})": preds[chosen], "LUT": preds["lut"]},
+                      {f"nasctl ({chosen})": report["test"]["default"], "LUT": report["test"]["lut"]},
+                      f"{metric} on {data.space.name}: held-out {len(y_te)} of {len(data.y)} rows", report["unit"])
+    report = {**report, "output": str(output)}
+    pred.save(output)
+    atomic_write(output.with_suffix(".json"), json.dumps(report, indent=2).encode())
+    atomic_write(output.with_suffix(".png"), png)
+    if as_json:
+        print(json.dumps(report))
+        return
+    t = Table(title=f"{metric}: held-out {report['test_rows']} rows (default = {chosen})")
+    for c in ("model", "RMSE", "MAPE", "Kendall tau", "within 5%", "within 10%"):
+        t.add_column(c, justify="right")
+    for name in ("default", "lut", "mlp", "residual"):
+        f = report["test"][name]
+        t.add_row(name, f"{f['rmse']:.4g}", f"{f['mape']:.2%}", f"{f['kendall_tau']:.3f}", f"{f['within_5']:.1%}", f"{f['within_10']:.1%}")
+    Console().print(t)
+    print(f"wrote {output}, {output.with_suffix('.json')}, {output.with_suffix('.png')}")
+
+
+@app.command()
+def predict(
+    predictor: Annotated[Path, typer.Argument(help="Predictor file from `nasctl fit-predictor`.")],
+    archs: Annotated[Optional[Path], typer.Argument(help="Arch file to predict for.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="One arch string instead of a file.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the archs with predicted columns.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Predict a metric for archs (batched) or for one --arch, with the ensemble's std."""
+    from nasctl.predict import Predictor
+    from nasctl.space.archfile import archs_from_frame
+    from nasctl.tables import read_table, table_format, write_table
+
+    if (archs is None) == (arch is None):
+        raise UserError("give an arch file or --arch, not both or neither")
+    if output is not None:
+        table_format(output)
+    p = Predictor.load(predictor)
+    space = p.space()
+    m, unit = p.metric, p.meta["unit"]
+    if arch is not None:
+        mean, std = p.predict([space.parse(arch)])
+        _emit(as_json, {"arch": arch, m: float(mean[0]), f"{m}_std": float(std[0]), "unit": unit},
+              f"{mean[0]:.4g} ± {std[0]:.2g} {unit}")
+        return
+    df = read_table(archs)
+    sp, arch_list = archs_from_frame(df, archs, space.source, **space.params.__dict__)
+    p.check_space(sp)
+    mean, std = p.predict(arch_list)
+    df = df.assign(**{f"pred_{m}": mean, f"pred_{m}_std": std})
+    if output is not None:
+        write_table(df, output)
+    summary = {"archs": len(df), "metric": m, "unit": unit, "output": str(output) if output else None,
+               "min": float(mean.min()), "median": float(np.median(mean)), "max": float(mean.max())}
+    _emit(as_json, summary, f"{len(df)} archs: predicted {m} {mean.min():.4g}-{mean.max():.4g} {unit} "
+          f"(median {np.median(mean):.4g})" + (f" -> {output}" if output else ""))
 
 
 def main() -> None:

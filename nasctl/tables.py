@@ -6,6 +6,7 @@ rename. A reader, or a kill -9, therefore sees the old file or the new one, neve
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -36,16 +37,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
     fmt = table_format(path)
+    buf = io.BytesIO()
+    if fmt == "parquet":
+        df.to_parquet(buf, index=False)
+    else:
+        df.to_csv(buf, index=False)
+    atomic_write(Path(path), buf.getvalue())
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes to a temp file beside `path`, fsync, rename: all of it or none of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a user expects their umask
         with os.fdopen(fd, "wb") as f:
-            if fmt == "parquet":
-                df.to_parquet(f, index=False)
-            else:
-                df.to_csv(f, index=False)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -57,3 +65,12 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
         os.fsync(dirfd)
     finally:
         os.close(dirfd)
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+_UMASK = _umask()

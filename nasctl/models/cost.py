@@ -39,15 +39,17 @@ class CostTable:
 def cost_table(space: SearchSpace) -> CostTable:
     L, K = space.allowed.shape
     macs, params = np.zeros((L, K), np.int64), np.zeros((L, K), np.int64)
-    with torch.device("meta"):
-        for l in space.layers:
-            for op in l.ops:
-                k = space.ops.index(op)
+    for l in space.layers:
+        for op in l.ops:
+            with torch.device("meta"):  # build without memory; count outside the mode (10x faster)
                 block = make_block(space, l.in_ch, l.out_ch, l.stride, op)
-                macs[l.index, k], params[l.index, k] = count(block, (1, l.in_ch, l.in_hw, l.in_hw))
-        # The fixed part: a whole net less its searchable layers, counted on any valid arch.
-        some = space.from_indices(space.allowed.argmax(1))
-        total_macs, total_params = count(Net(some), (1, 3, space.params.resolution, space.params.resolution))
+            macs[l.index, space.ops.index(op)], params[l.index, space.ops.index(op)] = count(
+                block, (1, l.in_ch, l.in_hw, l.in_hw)
+            )
+    # The fixed part: a whole net less its searchable layers, counted on any valid arch.
+    with torch.device("meta"):
+        some = Net(space.from_indices(space.allowed.argmax(1)))
+    total_macs, total_params = count(some, (1, 3, space.params.resolution, space.params.resolution))
     first = np.arange(L), space.allowed.argmax(1)
     return CostTable(
         int(total_macs - macs[first].sum()), int(total_params - params[first].sum()), macs, params

@@ -45,12 +45,16 @@ def _single(df: pd.DataFrame, col: str, path) -> object:
 
 
 def read_archs(path: str | Path, space: str | None = None, **params) -> tuple[SearchSpace, list[Arch]]:
-    """The space (from --space or the file's `space` column) and the file's archs, in order.
+    """The space and the archs of an arch file, in order (see `archs_from_frame`)."""
+    return archs_from_frame(read_table(path), path, space, **params)
 
-    Params given here override the file's; the file's override the space's defaults. Every
-    string is parsed, so a bad one fails before anything is measured.
+
+def archs_from_frame(df: pd.DataFrame, path, space: str | None = None, **params) -> tuple[SearchSpace, list[Arch]]:
+    """The space (from --space or the table's `space` column) and the table's archs, in order.
+
+    Params given here override the table's; the table's override the space's defaults. Every
+    string is parsed, so a bad one fails before anything is measured or fitted.
     """
-    df = read_table(path)
     if "arch" not in df:
         raise UserError(f"{path}: no 'arch' column")
     if df.empty:

@@ -1,0 +1,122 @@
+"""Fitting: the LUT by least squares, MLPs by Adam with early stopping, and the choice between them.
+
+The training rows are split once more (inner 80/20, seeded). Every candidate (LUT, plain MLP,
+LUT + residual MLP) is fitted on the inner-train part and scored on the inner-validation part;
+the best RMSE there wins, the LUT on ties. So the default is never knowingly worse than the
+lookup table, and where the device really is additive (HW-NAS-Bench's Raspberry Pi column) the
+LUT itself is what ships.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasctl.predict.models import MLP, Additive, Ensemble, Residual
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    seed: int = 0
+    inner_val: float = 0.2
+    members: int = 5
+    weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2)
+    max_epochs: int = 400
+    patience: int = 40
+    batch: int = 128
+    lr: float = 1e-3
+
+
+def fit_lut(X: np.ndarray, y: np.ndarray) -> Additive:
+    """Least squares with an intercept on the one-hot (minimum-norm: one-hots are collinear)."""
+    n, L, K = X.shape
+    A = np.concatenate([np.ones((n, 1)), X.reshape(n, -1)], 1)
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    lut = Additive(L, K)
+    with torch.no_grad():
+        lut.bias.fill_(float(coef[0]))
+        lut.weight.copy_(torch.as_tensor(coef[1:].reshape(L, K), dtype=torch.float32))
+    return lut
+
+
+def _rmse(model, X: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(torch.sqrt(torch.mean((model(X) - y) ** 2)))
+
+
+def train_mlp(Xt, yt, Xv, yv, wd: float, seed: int, cfg: FitConfig, zero_head: bool = False) -> tuple[MLP, float]:
+    """One MLP on a standardized target; returns the best-validation state and its RMSE.
+
+    With `zero_head` the output layer starts at 0, so a residual MLP starts exactly at the LUT
+    and moves away only where validation agrees.
+    """
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    L, K = Xt.shape[1:]
+    m = MLP(L, K)
+    if zero_head:
+        nn.init.zeros_(m.net[-1].weight)
+        nn.init.zeros_(m.net[-1].bias)
+    m.y_mean.fill_(float(yt.mean()))
+    m.y_std.fill_(float(yt.std()) or 1.0)
+    opt = torch.optim.AdamW(m.parameters(), lr=cfg.lr, weight_decay=wd)
+    best, best_state, bad = _rmse(m, Xv, yv), {k: t.clone() for k, t in m.state_dict().items()}, 0
+    for _ in range(cfg.max_epochs):
+        m.train()
+        for idx in torch.randperm(len(Xt), generator=g).split(cfg.batch):
+            loss = torch.mean(((m(Xt[idx]) - yt[idx]) / m.y_std) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        m.eval()
+        v = _rmse(m, Xv, yv)
+        if v < best - 1e-9:
+            best, best_state, bad = v, {k: t.clone() for k, t in m.state_dict().items()}, 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    m.load_state_dict(best_state)
+    return m, best
+
+
+def fit_ensemble(Xt, yt, Xv, yv, cfg: FitConfig, zero_head: bool = False) -> tuple[Ensemble, float]:
+    """Weight decay chosen on validation with the first seed, then `members` seeds."""
+    trials = [train_mlp(Xt, yt, Xv, yv, wd, cfg.seed, cfg, zero_head) + (wd,) for wd in cfg.weight_decays]
+    first, _, wd = min(trials, key=lambda t: t[1])
+    members = [first] + [train_mlp(Xt, yt, Xv, yv, wd, cfg.seed + i, cfg, zero_head)[0] for i in range(1, cfg.members)]
+    ens = Ensemble(members).eval()
+    return ens, _rmse(ens, Xv, yv)
+
+
+@dataclass
+class Candidates:
+    """Every fitted candidate with its inner-validation RMSE, and the chosen one."""
+
+    models: dict
+    val_rmse: dict
+    chosen: str
+
+
+def fit_candidates(X: np.ndarray, y: np.ndarray, cfg: FitConfig = FitConfig()) -> Candidates:
+    rng = np.random.default_rng(cfg.seed)
+    perm = rng.permutation(len(y))
+    nv = max(1, int(round(cfg.inner_val * len(y))))
+    v, t = perm[:nv], perm[nv:]
+    Xt, Xv = torch.as_tensor(X[t], dtype=torch.float32), torch.as_tensor(X[v], dtype=torch.float32)
+    yt, yv = torch.as_tensor(y[t], dtype=torch.float32), torch.as_tensor(y[v], dtype=torch.float32)
+
+    lut_inner = fit_lut(X[t], y[t]).eval()
+    mlp, _ = fit_ensemble(Xt, yt, Xv, yv, cfg)
+    with torch.no_grad():
+        rt, rv = yt - lut_inner(Xt), yv - lut_inner(Xv)
+    res_mlp, _ = fit_ensemble(Xt, rt, Xv, rv, cfg, zero_head=True)
+    residual = Residual(lut_inner, res_mlp).eval()
+    val = {"lut": _rmse(lut_inner, Xv, yv), "mlp": _rmse(mlp, Xv, yv), "residual": _rmse(residual, Xv, yv)}
+    chosen = min(val, key=lambda k: (val[k], k != "lut"))
+    # The LUT alone uses every training row: least squares needs no validation data.
+    models = {"lut": fit_lut(X, y).eval(), "mlp": mlp, "residual": residual}
+    return Candidates(models, val, chosen)

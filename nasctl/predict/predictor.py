@@ -1,0 +1,229 @@
+"""A fitted predictor: a torch module plus the metadata that says what it answers for.
+
+Saved as a torch state_dict and JSON metadata in one file, loaded with ``weights_only=True``:
+no pickled objects, so files survive library upgrades. Loading rebuilds the module from the
+metadata and checks that the caller's space is the one it was fitted on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from nasctl import __version__
+from nasctl.errors import UserError
+from nasctl.predict.fit import FitConfig, fit_candidates
+from nasctl.predict.metrics import figures
+from nasctl.predict.models import MLP, Additive, Ensemble, Residual, uncertainty
+from nasctl.space.archfile import archs_from_frame
+from nasctl.space.space import Arch, SearchSpace, load_space
+from nasctl.tables import atomic_write, read_table
+
+FORMAT = "nasctl-predictor/1"
+MIN_ROWS = 30
+
+
+def unit_of(metric: str) -> str:
+    for suffix, unit in (("_ms", "ms"), ("_mj", "mJ"), ("_w", "W")):
+        if metric.lower().endswith(suffix):
+            return unit
+    return ""
+
+
+def _module(kind: str, L: int, K: int, members: int) -> nn.Module:
+    if kind == "lut":
+        return Additive(L, K)
+    ens = Ensemble([MLP(L, K) for _ in range(members)])
+    return ens if kind == "mlp" else Residual(Additive(L, K), ens)
+
+
+def _members(module: nn.Module) -> int:
+    ens = module.mlp if isinstance(module, Residual) else module
+    return len(ens.members) if isinstance(ens, Ensemble) else 0
+
+
+@dataclass
+class Predictor:
+    module: nn.Module
+    meta: dict
+
+    @property
+    def metric(self) -> str:
+        return self.meta["metric"]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable prediction for a (B, L, K) batch of (soft) one-hots."""
+        return self.module(x)
+
+    def check_space(self, space: SearchSpace) -> None:
+        s = self.meta["space"]
+        if space.structure_hash != s["structure_hash"]:
+            raise UserError(
+                f"predictor was fitted on space {s['name']!r} ({s['layers']} layers x {len(s['ops'])} ops), "
+                f"not on {space.name!r} ({space.num_layers} x {len(space.ops)})"
+            )
+
+    def space(self) -> SearchSpace:
+        s = self.meta["space"]
+        return load_space(s["source"], **s["params"])
+
+    def predict(self, archs: list[Arch], batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and ensemble std for many archs, in the metric's unit."""
+        idx = np.stack([a.indices for a in archs])
+        return self.predict_indices(idx, batch)
+
+    def predict_indices(self, idx: np.ndarray, batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        L, K = self.meta["space"]["layers"], len(self.meta["space"]["ops"])
+        means, stds = [], []
+        self.module.eval()
+        with torch.no_grad():
+            for chunk in np.array_split(idx, max(1, -(-len(idx) // batch))):
+                x = torch.nn.functional.one_hot(torch.as_tensor(chunk), K).float().reshape(-1, L, K)
+                means.append(self.module(x).numpy())
+                stds.append(uncertainty(self.module, x).numpy())
+        return np.concatenate(means), np.concatenate(stds)
+
+    def save(self, path: str | Path) -> None:
+        buf = io.BytesIO()
+        torch.save({"format": FORMAT, "meta": json.dumps(self.meta), "state_dict": self.module.state_dict()}, buf)
+        atomic_write(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictor:
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such predictor file") from None
+        except Exception as e:
+            raise UserError(f"{path}: not a nasctl predictor ({str(e).splitlines()[0][:200]})") from None
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+            raise UserError(f"{path}: not a nasctl predictor file (format {FORMAT})")
+        meta = json.loads(blob["meta"])
+        s = meta["space"]
+        module = _module(meta["kind"], s["layers"], len(s["ops"]), meta["members"])
+        module.load_state_dict(blob["state_dict"])
+        return cls(module.eval(), meta)
+
+
+def space_meta(space: SearchSpace) -> dict:
+    return {
+        "name": space.name,
+        "source": space.source,
+        "params": space.params.__dict__,
+        "structure_hash": space.structure_hash,
+        "definition_hash": space.definition_hash,
+        "layers": space.num_layers,
+        "ops": list(space.ops),
+    }
+
+
+@dataclass
+class TrainingRows:
+    """Rows ready to fit: the space, one-hots, targets, and what was dropped on the way."""
+
+    space: SearchSpace
+    archs: list[Arch]
+    X: np.ndarray
+    y: np.ndarray
+    frame: pd.DataFrame
+    skipped_errors: int
+
+
+def load_rows(path: str | Path, metric: str, space: str | None = None, config_id: str | None = None) -> TrainingRows:
+    """Read measured rows and check them; every problem is a one-line UserError."""
+    df = read_table(path)
+    if metric not in df:
+        numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+        raise UserError(f"{path}: no column {metric!r} (numeric columns: {', '.join(numeric[:12])})")
+    skipped = 0
+    if "status" in df:
+        ok = df["status"] == "ok"
+        skipped = int((~ok).sum())
+        df = df[ok]
+    if "config_id" in df and df["config_id"].nunique() > 1:
+        if config_id is None:
+            ids = ", ".join(f"{k} ({n} rows)" for k, n in df["config_id"].value_counts().items())
+            raise UserError(f"{path}: rows from several device configs, pick one with --config-id: {ids}")
+        df = df[df["config_id"] == config_id]
+    elif config_id is not None and "config_id" in df and config_id not in set(df["config_id"]):
+        raise UserError(f"{path}: no rows with config_id {config_id}")
+    y = pd.to_numeric(df[metric], errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(y) | (y <= 0)
+    if bad.any():
+        raise UserError(f"{path}: {int(bad.sum())} rows have a missing, non-numeric or non-positive {metric}")
+    if len(df) < MIN_ROWS:
+        raise UserError(f"{path}: {len(df)} usable rows, need at least {MIN_ROWS} to fit and hold out a test split")
+    df = df.reset_index(drop=True)
+    sp, archs = archs_from_frame(df, path, space)
+    X = np.stack([a.onehot() for a in archs])
+    return TrainingRows(sp, archs, X, y, df, skipped)
+
+
+def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int = 0, cfg: FitConfig | None = None):
+    """Fit on a seeded (1 - test) split, report on the held-out rest beside the LUT.
+
+    Returns the predictor, the report, and the held-out (measured, {model: predicted}) pair.
+    """
+    cfg = cfg or FitConfig(seed=seed)
+    if not 0 < test < 1:
+        raise UserError("--test must be between 0 and 1")
+    t0 = time.perf_counter()
+    perm = np.random.default_rng(seed).permutation(len(rows.y))
+    nt = max(1, int(round(test * len(perm))))
+    te, tr = perm[:nt], perm[nt:]
+    cands = fit_candidates(rows.X[tr], rows.y[tr], cfg)
+    Xte = torch.as_tensor(rows.X[te], dtype=torch.float32)
+    with torch.no_grad():
+        preds = {k: m(Xte).numpy() for k, m in cands.models.items()}
+    fit_s = time.perf_counter() - t0
+    report = {
+        "metric": metric,
+        "unit": unit_of(metric),
+        "rows": int(len(rows.y)),
+        "skipped_error_rows": rows.skipped_errors,
+        "train_rows": int(len(tr)),
+        "test_rows": int(len(te)),
+        "seed": seed,
+        "chosen": cands.chosen,
+        "inner_val_rmse": cands.val_rmse,
+        "test": {"default": figures(rows.y[te], preds[cands.chosen]), **{k: figures(rows.y[te], p) for k, p in preds.items()}},
+        "fit_s": fit_s,
+    }
+    f = rows.frame
+    meta = {
+        "kind": cands.chosen,
+        "members": _members(cands.models[cands.chosen]),
+        "metric": metric,
+        "unit": unit_of(metric),
+        "space": space_meta(rows.space),
+        "feature_layout": f"one-hot (layers={rows.space.num_layers}) x (ops={list(rows.space.ops)}), row-major",
+        "device": {c: str(f[c].iloc[0]) for c in ("device", "config_id", "host", "cpu_model", "runtime", "batch", "input_shape") if c in f},
+        "data_hash": hashlib.sha256(json.dumps([[a.string for a in rows.archs], rows.y.tolist()]).encode()).hexdigest()[:16],
+        "figures": report["test"],
+        "nasctl_version": __version__,
+        "test_arch_ids": [rows.archs[i].id for i in te],
+    }
+    return Predictor(cands.models[cands.chosen], meta), report, (rows.y[te], preds)
+
+
+def exact_cost(space: SearchSpace, what: str) -> Predictor:
+    """MACs (millions) or params (millions) as an Additive predictor: exact, differentiable."""
+    from nasctl.models.cost import cost_table
+
+    t = cost_table(space)
+    table, fixed = (t.macs, t.fixed_macs) if what == "mmacs" else (t.params, t.fixed_params)
+    lut = Additive(*table.shape)
+    with torch.no_grad():
+        lut.weight.copy_(torch.as_tensor(table / 1e6, dtype=torch.float32))
+        lut.bias.fill_(fixed / 1e6)
+    meta = {"kind": "lut", "members": 0, "metric": what, "unit": "M", "space": space_meta(space), "exact": True}
+    return Predictor(lut.eval(), meta)
