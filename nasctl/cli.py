@@ -1,6 +1,6 @@
 """The `nasctl` command line: a thin typer layer over the library.
 
-Exit codes: 0 ok; 1 the job failed (or some archs ended as error rows); 2 bad input, nothing
+Exit codes: 0 ok; 1 the job failed (or some archs ended as error or disturbed rows); 2 bad input, nothing
 written; 3 device unreachable. With --json, stdout carries one JSON object and nothing else;
 progress and logs go to stderr.
 """
@@ -18,6 +18,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+try:  # recent typer vendors click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older typer on real click
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 from nasctl import __version__
 from nasctl.errors import NasctlError, UserError
@@ -106,7 +111,7 @@ def profile(
     width_mult: WidthMult = None,
     num_classes: NumClasses = None,
     macro: Macro = None,
-    retry_errors: Annotated[bool, typer.Option(help="Measure again the archs stored as error rows.")] = False,
+    retry_errors: Annotated[bool, typer.Option(help="Measure again the archs stored as error or disturbed rows.")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -132,16 +137,18 @@ def profile(
         task = progress.add_task(dev.name, total=todo)
 
     def on_row(row: dict):
-        if row["status"] != "ok" and not quiet:
+        if row["status"] == "error" and not quiet:
             err.print(f"[red]error[/] {row['arch_id']}: {row['error']}")
+        elif row["status"] == "disturbed" and not quiet:
+            err.print(f"[yellow]disturbed[/] {row['arch_id']}: other cores {row['other_cores_busy']:.0%} busy while timing")
         progress.advance(task)
 
     with progress:
         s = profile_archs(arch_list, sp, dev, store, retry_errors=retry_errors, on_start=on_start, on_row=on_row)
     _emit(as_json, s.to_dict(),
-          f"{s.measured} measured, {s.errors} errors, {s.skipped} skipped -> {s.output} "
+          f"{s.measured} measured ({s.disturbed} disturbed), {s.errors} errors, {s.skipped} skipped -> {s.output} "
           f"({s.wall_s:.1f} s, overhead {100 * (s.overhead or 0):.0f}%)")
-    if s.errors:
+    if s.errors or s.disturbed:
         raise typer.Exit(1)
 
 
@@ -231,16 +238,120 @@ def predict(
           f"(median {np.median(mean):.4g})" + (f" -> {output}" if output else ""))
 
 
+@app.command()
+def retrain(
+    arch: Annotated[Optional[str], typer.Argument(help="arch.json (from search), a folder holding one, or an arch string.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder: checkpoint.pt, metrics.csv, model.pt, arch.json.")] = None,
+    data: Annotated[str, typer.Option(help="digits | cifar10:PATH | imagefolder:PATH (never downloaded).")] = "digits",
+    space: Annotated[Optional[str], typer.Option(help="Space of an arch string (default proxyless).")] = None,
+    macro: Macro = None,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
+    batch: Annotated[int, typer.Option(help="Batch size per process.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak SGD learning rate (cosine after warm-up).")] = 0.1,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (not on BN or biases).")] = 4e-5,
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up, in epochs.")] = 1.0,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.1,
+    dropout: Annotated[float, typer.Option(help="Dropout before the classifier.")] = 0.2,
+    ema: Annotated[float, typer.Option(help="EMA decay of the weights (e.g. 0.9998); 0 = off.")] = 0.0,
+    amp: Annotated[bool, typer.Option(help="Mixed precision (CUDA only).")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the init, the data order and dropout.")] = 0,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder exactly where it stopped.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Train an architecture from scratch (SGD, cosine, label smoothing); resumable, torchrun-ready."""
+    from dataclasses import asdict, fields
+
+    from nasctl.data import load_data
+    from nasctl.space.archfile import read_arch_ref
+    from nasctl.train.retrain import Recipe, rank, retrain as run
+
+    if resume is not None:  # the run folder says what was trained, on what, and how
+        if not (resume / "checkpoint.pt").exists() or not (resume / "run.json").exists():
+            raise UserError(f"{resume}: no checkpoint.pt and run.json to resume from")
+        run_doc = json.loads((resume / "run.json").read_text())
+        recipe = Recipe(**run_doc["recipe"])
+        arch, space, macro, data, output = run_doc["arch"], run_doc["space"], run_doc["macro"], run_doc["data"], resume
+    else:
+        if arch is None or output is None:
+            raise UserError("give an arch and -o OUTPUT (or --resume RUN_DIR)")
+        recipe = Recipe(epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+                        label_smoothing=label_smoothing, dropout=dropout, ema=ema, amp=amp, seed=seed)
+        for f in fields(recipe):
+            v = getattr(recipe, f.name)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+                raise UserError(f"--{f.name.replace('_', '-')} must not be negative")
+        if recipe.epochs < 1 or recipe.batch < 2:
+            raise UserError("--epochs must be >= 1 and --batch >= 2")
+    ds = load_data(data)
+    parsed = read_arch_ref(arch, space, resolution=ds.resolution, num_classes=ds.num_classes, macro=macro)
+    if macro is None and ds.resolution <= 64 and "cifar" in parsed.space.macros:
+        parsed = parsed.space.with_params(macro="cifar").parse(parsed.string)  # small images: fewer stride-2 steps
+    lead = rank() == 0  # under torchrun only rank 0 writes and talks
+    quiet = quiet or not lead
+    if resume is None and lead:
+        from nasctl.tables import atomic_write
+
+        atomic_write(output / "run.json", json.dumps({
+            "arch": parsed.string, "space": parsed.space.source, "macro": parsed.space.params.macro,
+            "data": data, "recipe": asdict(recipe)}, indent=2).encode())
+    progress = Progress(TextColumn("[bold]retrain[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet)
+    with progress:
+        task = progress.add_task(f"{parsed.id} on {ds.name}", total=recipe.epochs)
+
+        def on_epoch(row):
+            progress.update(task, completed=row["epoch"],
+                            description=f"{parsed.id} on {ds.name}: top-1 {row['top1']:.1%}, loss {row['train_loss']:.3f}")
+
+        summary = run(parsed, ds, recipe, output, resume=resume is not None, on_epoch=on_epoch)
+    if lead:
+            _emit(as_json, summary, f"{summary['epochs']} epochs -> {output}: top-1 {summary.get('top1', float('nan')):.2%}, "
+              f"top-5 {summary.get('top5', float('nan')):.2%}")
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="Run folder of `nasctl retrain` (model.pt + arch.json).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Artifact to write; a .json sidecar goes beside it.")],
+    format: Annotated[str, typer.Option("--format", help="onnx | tflite | trt.")] = "onnx",
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    batch: Annotated[int, typer.Option(help="Batch size of the exported input.")] = 1,
+    dynamic_batch: Annotated[bool, typer.Option(help="ONNX: leave the batch dimension dynamic.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="trt: build the engine on this device (e.g. xavier).")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Export a trained model and check it against torch (parity is printed and stored)."""
+    from nasctl.export import export_model
+
+    if device is not None:
+        from nasctl.profile import load_device
+        from nasctl.profile.transports import open_transport
+
+        open_transport(load_device(device))  # says plainly when that transport is not available
+    info = export_model(model, format, output, opset=opset, batch=batch, dynamic_batch=dynamic_batch)
+    _emit(as_json, info, f"wrote {output} ({format}); parity max abs diff "
+          f"{info.get('parity_max_abs_diff', float('nan')):.2e}")
+
+
 def main() -> None:
-    """Console-script entry: library errors become one line on stderr and their exit code."""
+    """Console-script entry: every error becomes one line on stderr and its exit code."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as e:
+        e.show()
+        code = 2
+    except ClickException as e:  # usage errors: missing or malformed options
+        print(f"nasctl: error: {e.format_message().splitlines()[0]}", file=sys.stderr)
+        code = e.exit_code
     except NasctlError as e:
         print(f"nasctl: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+        code = e.exit_code
+    except (KeyboardInterrupt, typer.Abort):
         print("nasctl: interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,38 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
 
 
-def export_onnx(model: nn.Module, input_shape, path: str | Path, opset: int = 17) -> Path:
+def export_onnx(model: nn.Module, input_shape, path: str | Path, opset: int = 17, dynamic_batch: bool = False) -> Path:
     model.eval()
     x = torch.randn(*input_shape)
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, (x,), str(path), dynamo=False, opset_version=opset,
-            input_names=["input"], output_names=["logits"],
+            input_names=["input"], output_names=["logits"], dynamic_axes=axes,
         )
     onnx.checker.check_model(str(path), full_check=True)
     return Path(path)
+
+
+def onnx_parity(model: nn.Module, path: str | Path, input_shape, trials: int = 4, seed: int = 0) -> float:
+    """Max abs difference between torch and onnxruntime (CPU) logits on random inputs."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    model.eval()
+    with torch.no_grad():
+        for _ in range(trials):
+            x = torch.randn(*input_shape, generator=g)
+            ref = model(x).numpy()
+            got = sess.run(None, {"input": x.numpy()})[0]
+            worst = max(worst, float(np.abs(ref - got).max()))
+    return worst

@@ -68,7 +68,7 @@ def make_block(space: SearchSpace, cin: int, cout: int, stride: int, op: str) ->
 class Net(nn.Module):
     """stem -> fixed blocks -> searchable layers -> 1x1 head -> pool -> classifier."""
 
-    def __init__(self, arch: Arch):
+    def __init__(self, arch: Arch, dropout: float = 0.0):
         super().__init__()
         s = arch.space
         self.stem = conv_bn(s, 3, s.stem_channels, 3, s.stem_stride)
@@ -80,14 +80,16 @@ class Net(nn.Module):
         self.head = nn.Sequential(
             conv_bn(s, last, s.head_channels, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()
         )
+        self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(s.head_channels, s.params.num_classes)
 
     def forward(self, x):
-        return self.classifier(self.head(self.layers(self.fixed(self.stem(x)))))
+        return self.classifier(self.dropout(self.head(self.layers(self.fixed(self.stem(x))))))
 
 
-def build(arch: Arch) -> Net:
-    return Net(arch)
+def build(arch: Arch, dropout: float = 0.0) -> Net:
+    """The standalone network; `dropout` sits before the classifier (0.2 in the retrain recipe)."""
+    return Net(arch, dropout)
 
 
 def input_shape(space: SearchSpace, batch: int = 1) -> tuple[int, int, int, int]:

@@ -37,6 +37,7 @@ class Summary:
     skipped: int
     measured: int
     errors: int
+    disturbed: int
     wall_s: float
     timed_s: float
 
@@ -123,7 +124,7 @@ def profile_archs(
         done = store.done(config_id, include_errors=not retry_errors)
         todo = [a for a in archs if a.id not in done]
         on_start(len(todo), len(archs) - len(todo))
-        summary = Summary(str(store.path), device.name, config_id, len(archs), len(archs) - len(todo), 0, 0, 0.0, 0.0)
+        summary = Summary(str(store.path), device.name, config_id, len(archs), len(archs) - len(todo), 0, 0, 0, 0.0, 0.0)
         stop = threading.Event()
         ready: queue.Queue = queue.Queue(maxsize=1)
         with tempfile.TemporaryDirectory(prefix="nasctl-export-") as tmp:
@@ -146,11 +147,12 @@ def profile_archs(
                     else:
                         row.update(status="error", error=err)
                     store.put(row)
-                    if row["status"] == "ok":
+                    if row["status"] == "error":
+                        summary.errors += 1
+                    else:
                         summary.measured += 1
                         summary.timed_s += row["timed_s"]
-                    else:
-                        summary.errors += 1
+                        summary.disturbed += row["status"] == "disturbed"
                     on_row(row)
             finally:
                 stop.set()

@@ -6,6 +6,7 @@ Columns: arch_id, arch, space, macro, resolution, width_mult, num_classes, macs,
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,27 @@ def archs_from_frame(df: pd.DataFrame, path, space: str | None = None, **params)
         except UserError as e:
             raise UserError(f"{path}: row {i}: {e}") from None
     return sp, archs
+
+
+def read_arch_ref(ref: str, space: str | None = None, **params) -> Arch:
+    """An arch from an `arch.json` (search or retrain output, or its folder) or a plain string.
+
+    A string needs `space` (default proxyless); the json carries its space and params. Params
+    given here (e.g. the data's resolution and classes) override the stored ones.
+    """
+    path = Path(ref)
+    if path.is_dir():
+        path = path / "arch.json"
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(path.read_text())
+            text, stored_space, stored = doc["arch"], doc.get("space", "proxyless"), doc.get("params", {})
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such file") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UserError(f"{path}: not an arch.json ({e})") from None
+        sp = load_space(space or stored_space, **{**stored, **{k: v for k, v in params.items() if v is not None}})
+        return sp.parse(text)
+    if "-" not in ref:
+        raise UserError(f"{ref!r} is neither an arch.json, a folder holding one, nor an arch string")
+    return load_space(space or "proxyless", **params).parse(ref)

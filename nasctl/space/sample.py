@@ -91,4 +91,4 @@ def _stratified(space: SearchSpace, n: int, rng: np.random.Generator, key: str) 
         dist = np.where(used, np.inf, np.abs(c - centers[b]))
         j = int(dist.argmin())
         chosen[b], used[j] = j, True
-    return idx[chosen]
+    return idx[chosen[rng.permutation(n)]]  # not sorted by cost: a cut-short run still spans it

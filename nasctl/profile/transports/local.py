@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,8 +26,9 @@ class LocalTransport(Transport):
 
     def start_agent(self, config: dict) -> AgentSession:
         self.close()
+        # This process exports the next model while the agent times; that load is ours, not foreign.
         cmd = [sys.executable, str(AGENT), "serve", "--config", json.dumps(config),
-               "--sysfs-root", self.sysfs_root]
+               "--sysfs-root", self.sysfs_root, "--exclude-pid", str(os.getpid())]
         try:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,

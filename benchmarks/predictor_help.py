@@ -1,0 +1,58 @@
+"""Issue-4 figure 1: predictors on HELP's 5,000 measured FBNet archs, five columns, 5 splits.
+
+For each column and each random 80/20 split (seeds 0-4): RMSE, MAPE, Kendall tau and share
+within +-10% for the LUT, the plain LightNAS MLP and nasctl's default; means over the splits.
+Prints one JSON object. Usage: python benchmarks/predictor_help.py [--splits 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nasctl.predict import FitConfig, fit_predictor, load_rows
+
+CSV = Path(__file__).resolve().parents[2] / "shared/data/help-fbnet/fbnet_cifar100_latency.csv"
+COLUMNS = ["raspi4_ms", "pixel2_ms", "xeon_gold_6226_ms", "gtx1080ti_b1_ms", "gtx1080ti_b32_ms"]
+NON_ADDITIVE = COLUMNS[1:]
+FIGS = ("rmse", "mape", "kendall_tau", "within_10")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--csv", type=Path, default=CSV)
+    ap.add_argument("--splits", type=int, default=5)
+    a = ap.parse_args()
+    out, fit_s = {}, []
+    for col in COLUMNS:
+        rows = load_rows(a.csv, col, "fbnet")
+        per = {"lut": [], "mlp": [], "default": []}
+        chosen = []
+        for seed in range(a.splits):
+            _, rep, _ = fit_predictor(rows, col, 0.2, seed, FitConfig(seed=seed))
+            fit_s.append(rep["fit_s"])
+            chosen.append(rep["chosen"])
+            for k in per:
+                per[k].append([rep["test"][k][f] for f in FIGS])
+        out[col] = {k: dict(zip(FIGS, np.mean(v, 0).round(5).tolist())) for k, v in per.items()}
+        out[col]["chosen"] = chosen
+        out[col]["default_tau_ge_lut"] = out[col]["default"]["kendall_tau"] >= out[col]["lut"]["kendall_tau"]
+    mean = lambda model, fig: float(np.mean([out[c][model][fig] for c in NON_ADDITIVE]))
+    summary = {
+        "non_additive_mean": {m: {f: round(mean(m, f), 5) for f in FIGS} for m in ("lut", "mlp", "default")},
+        "default_tau_ge_lut_every_column": all(out[c]["default_tau_ge_lut"] for c in COLUMNS),
+        "default_better_mean_tau": mean("default", "kendall_tau") > mean("lut", "kendall_tau"),
+        "default_better_mean_rmse_share": float(np.mean([out[c]["default"]["rmse"] / out[c]["lut"]["rmse"] for c in NON_ADDITIVE])),
+        "fit_s_mean": float(np.mean(fit_s)),
+        "fit_s_max": float(np.max(fit_s)),
+        "rows": 5000,
+        "splits": a.splits,
+    }
+    print(json.dumps({"columns": out, "summary": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""TensorRT engines. An engine is tied to the TensorRT version and the GPU that built it, so it
+is always built where it will run: with the Python API on a host where `tensorrt` imports, or
+with `trtexec --saveEngine` on the device itself (through the agents' transports). Never ship
+an engine from elsewhere.
+
+What can be checked without a GPU lives here as plain functions: the trtexec argv, and parsers
+for trtexec's log and its `--exportTimes` JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from nasctl.errors import UserError
+
+NO_TRT = (
+    "no TensorRT here: build the engine on the device that will run it "
+    "(`nasctl export MODEL --format trt --device xavier`, needs the device's SSH transport), "
+    "or on a host with a GPU and `pip install tensorrt`"
+)
+
+
+def trtexec_argv(onnx: str, engine: str, *, fp16: bool = False, int8: bool = False, workspace_mb: int = 1024,
+                 shape: list[int] | None = None, times_json: str | None = None, trtexec: str = "trtexec") -> list[str]:
+    """The argv (never a shell string: paths cannot inject) that builds and times an engine."""
+    argv = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", f"--memPoolSize=workspace:{int(workspace_mb)}M"]
+    if fp16:
+        argv.append("--fp16")
+    if int8:
+        argv.append("--int8")
+    if shape is not None:
+        argv.append("--shapes=input:" + "x".join(str(int(d)) for d in shape))
+    if times_json is not None:
+        argv.append(f"--exportTimes={times_json}")
+    return argv
+
+
+_VERSION = re.compile(r"TensorRT version:\s*(\d+(?:\.\d+)+)")
+_DEVICE = re.compile(r"Selected Device:\s*(.+?)\s*$", re.M)
+_CC = re.compile(r"Compute Capability:\s*(\d+\.\d+)")
+_PASSED = re.compile(r"&&&& PASSED TensorRT\.trtexec")
+_GPU_COMPUTE = re.compile(r"GPU Compute Time:\s*min = ([\d.]+) ms, max = ([\d.]+) ms, mean = ([\d.]+) ms, median = ([\d.]+) ms")
+
+
+def parse_trtexec_log(text: str) -> dict:
+    """TensorRT version, GPU, compute capability, pass/fail and the summary's GPU compute time."""
+    out: dict = {"passed": bool(_PASSED.search(text))}
+    for key, rx in (("tensorrt_version", _VERSION), ("gpu", _DEVICE), ("compute_capability", _CC)):
+        m = rx.search(text)
+        out[key] = m.group(1).strip() if m else None
+    m = _GPU_COMPUTE.search(text)
+    if m:
+        out["gpu_compute_ms"] = dict(zip(("min", "max", "mean", "median"), map(float, m.groups())))
+    return out
+
+
+def parse_export_times(text: str, key: str = "computeMs") -> list[float]:
+    """Per-inference milliseconds from `--exportTimes` JSON (a leading {"count": N} is skipped)."""
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not trtexec --exportTimes JSON: {e}") from None
+    times = [float(r[key]) for r in records if isinstance(r, dict) and key in r]
+    if not times:
+        raise ValueError(f"no {key!r} in trtexec --exportTimes JSON")
+    return times
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, shape: list[int], *, fp16: bool = False,
+                 int8: bool = False, workspace_mb: int = 1024) -> dict:
+    """Build a serialized engine with the TensorRT Python API; returns version and GPU name."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise UserError(NO_TRT) from None
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise UserError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if int8:
+        config.set_flag(trt.BuilderFlag.INT8)
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", shape, shape, shape)
+    config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise UserError("TensorRT failed to build the engine (see its log above)")
+    Path(engine_path).write_bytes(bytes(engine))
+    import torch
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"tensorrt_version": trt.__version__, "gpu": gpu, "fp16": fp16, "int8": int8, "workspace_mb": workspace_mb}
+
+
+def export_trt_local(model, arch, shape, out: Path, ckpt: str, opset: int) -> dict:
+    """ONNX first, then an engine built on this host's GPU; the sidecar records version and GPU."""
+    from nasctl.export import _arch_info, sidecar_path
+    from nasctl.export.onnx import export_onnx
+    from nasctl.tables import atomic_write
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        raise UserError(NO_TRT) from None
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = export_onnx(model, shape, Path(tmp) / "model.onnx", opset)
+        info = build_engine(onnx, Path(tmp) / "model.engine", list(shape))
+        atomic_write(out, (Path(tmp) / "model.engine").read_bytes())
+    sidecar = {"format": "trt", **_arch_info(arch, shape), **info, "opset": opset, "source_checkpoint_sha256": ckpt}
+    atomic_write(sidecar_path(out), json.dumps(sidecar, indent=2).encode())
+    return {"output": str(out), **sidecar}
