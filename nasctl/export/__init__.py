@@ -55,7 +55,9 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, *, opset: int
 
             export_tflite(model, shape, art)
             parity = tflite_parity(model, art, shape)
-            runtime = {"converter": "litert-torch"}
+            from importlib.metadata import version
+
+            runtime = {"converter": f"litert-torch {version('litert-torch')}", "interpreter": f"ai-edge-litert {version('ai-edge-litert')}"}
         else:
             from nasctl.export.trt import export_trt_local
 

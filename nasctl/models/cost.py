@@ -9,13 +9,18 @@ need that.
 from __future__ import annotations
 
 import functools
+import io
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from nasctl import __version__
 from nasctl.models.builder import Net, count, make_block
 from nasctl.space.space import Arch, SearchSpace
+from nasctl.tables import atomic_write
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,31 @@ class CostTable:
         )
 
 
+def _cache_file(space: SearchSpace) -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "nasctl" / f"costs-{__version__}-{space.definition_hash[:24]}.npz"  # builder changes bump the version
+
+
 @functools.cache
 def cost_table(space: SearchSpace) -> CostTable:
+    """Counted once per space definition, then read from the user's cache (~3 s -> ~1 ms)."""
+    cache = _cache_file(space)
+    try:
+        with np.load(cache) as z:
+            return CostTable(int(z["fixed_macs"]), int(z["fixed_params"]), z["macs"], z["params"])
+    except (OSError, KeyError, ValueError):
+        pass
+    table = _count_table(space)
+    buf = io.BytesIO()
+    np.savez(buf, fixed_macs=table.fixed_macs, fixed_params=table.fixed_params, macs=table.macs, params=table.params)
+    try:
+        atomic_write(cache, buf.getvalue())
+    except OSError:
+        pass  # a read-only home only costs the recount next time
+    return table
+
+
+def _count_table(space: SearchSpace) -> CostTable:
     L, K = space.allowed.shape
     macs, params = np.zeros((L, K), np.int64), np.zeros((L, K), np.int64)
     for l in space.layers:
