@@ -13,13 +13,19 @@ The host runs the same file for `--device local`, so local and remote rows share
 from __future__ import annotations
 
 import argparse
+import bisect
+import contextlib
 import json
 import math
 import os
 import platform
+import re
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -125,6 +131,161 @@ def facts(root: Path, runtime: str = "onnxruntime") -> dict:
         "temp_c": temperature_c(root),
         "agent_version": AGENT_VERSION,
     }
+
+
+# ---- energy --------------------------------------------------------------------------------
+# Board-input rails already hold the total; where one exists the others are its parts.
+INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
+# One regex for both tegrastats styles: "GPU 463/463" (JetPack 4) and "VDD_GPU_SOC 2340mW/2340mW"
+# (with an optional third "/max" field); "RAM 4722/7844MB" and the like are not rails.
+TEGRASTATS_RAIL = re.compile(r"\b([A-Z][A-Z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?:/\d+(?:mW)?)?(?=\s|$)")
+
+
+class NoEnergySource(Exception):
+    """Why energy_mj stays null: said on every row, never replaced by a made-up number."""
+
+
+def total_mw(rails: dict[str, float]) -> float:
+    for name in INPUT_RAILS:
+        if name in rails:
+            return rails[name]
+    return sum(rails.values())
+
+
+def ina3221_reader(root: Path):
+    """Rail powers in mW from the INA3221 monitors: JetPack 4's iio layout, or mainline hwmon."""
+    iio = sorted((root / "sys/bus/i2c/drivers/ina3221x").glob("*/iio:device*"))
+    if iio:
+        def read_iio():
+            rails = {}
+            for dev in iio:
+                for f in sorted(dev.glob("in_power*_input")):
+                    ch = f.name[len("in_power"):-len("_input")]
+                    name = _read(dev / f"rail_name_{ch}") or f"{dev.parent.name}:{ch}"
+                    rails[name] = float(_read(f))
+            return rails
+        return "ina3221:iio", read_iio
+    hw = sorted((root / "sys/bus/i2c/drivers/ina3221").glob("*/hwmon/hwmon*"))
+    if hw:
+        def read_hwmon():
+            rails = {}
+            for dev in hw:
+                for f in sorted(dev.glob("curr*_input")):
+                    ch = f.name[len("curr"):-len("_input")]
+                    if (dev / f"in{ch}_input").exists():
+                        name = _read(dev / f"in{ch}_label") or f"{dev.name}:{ch}"
+                        rails[name] = float(_read(dev / f"in{ch}_input")) * float(_read(f)) / 1000  # mV*mA
+            return rails
+        return "ina3221:hwmon", read_hwmon
+    raise NoEnergySource(f"no INA3221 rails under {root}/sys/bus/i2c/drivers/ina3221x or ina3221")
+
+
+def parse_tegrastats(line: str) -> dict[str, float]:
+    """Instantaneous mW per rail from one tegrastats line."""
+    return {m.group(1): float(m.group(2)) for m in TEGRASTATS_RAIL.finditer(line)}
+
+
+def tegrastats_reader(interval_ms: int = 20):
+    if not shutil.which("tegrastats"):
+        raise NoEnergySource("tegrastats not on PATH")
+    proc = subprocess.Popen(["tegrastats", "--interval", str(interval_ms)], stdout=subprocess.PIPE, text=True,
+                            stderr=subprocess.DEVNULL)
+    latest: dict = {}
+
+    def pump():
+        for line in proc.stdout:
+            rails = parse_tegrastats(line)
+            if rails:
+                latest["rails"] = rails
+    threading.Thread(target=pump, daemon=True).start()
+    t0 = time.perf_counter()
+    while "rails" not in latest:
+        if proc.poll() is not None or time.perf_counter() - t0 > 3:
+            proc.kill()
+            raise NoEnergySource("tegrastats printed no power rails")
+        time.sleep(0.01)
+    return "tegrastats", lambda: latest["rails"], proc
+
+
+def nvml_reader():
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        pynvml.nvmlDeviceGetPowerUsage(h)
+    except Exception as e:
+        raise NoEnergySource(f"NVML unavailable: {type(e).__name__}") from None
+    return "nvml", lambda: {"GPU": float(pynvml.nvmlDeviceGetPowerUsage(h))}
+
+
+def battery_reader(root: Path):
+    """Android: |current_now (uA) x voltage_now (uV)|; the sign of the current varies by vendor."""
+    d = root / "sys/class/power_supply/battery"
+    if not ((d / "current_now").exists() and (d / "voltage_now").exists()):
+        raise NoEnergySource(f"no {d}/current_now and voltage_now")
+    return "battery", lambda: {"BATTERY": abs(float(_read(d / "current_now")) * float(_read(d / "voltage_now"))) / 1e9}
+
+
+class EnergyMeter:
+    """Samples board power in a thread while the timed loop runs; integrates it to mJ."""
+
+    def __init__(self, source: str, root: Path, period_s: float = 0.01):
+        self.period_s, self.proc = period_s, None
+        tried = []
+        chain = {"ina3221": ("ina3221", "tegrastats", "nvml"), "tegrastats": ("tegrastats", "nvml")}.get(source, (source,))
+        for name in chain:
+            try:
+                got = {"ina3221": lambda: ina3221_reader(root), "tegrastats": tegrastats_reader,
+                       "nvml": nvml_reader, "battery": lambda: battery_reader(root)}[name]()
+                self.name, self.read = got[0], got[1]
+                self.proc = got[2] if len(got) > 2 else None
+                self.rails = sorted(self.read())
+                return
+            except NoEnergySource as e:
+                tried.append(str(e))
+            except KeyError:
+                tried.append(f"unknown energy source {name!r}")
+        raise NoEnergySource("; ".join(tried))
+
+    def __enter__(self):
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter(), total_mw(self.read())))
+            self._stop.wait(self.period_s)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def window(self, t0: float, t1: float) -> tuple[float, float]:
+        """(mJ, mean W) over [t0, t1]: trapezoids between samples, held flat at the edges."""
+        pts = self.samples
+        if not pts:
+            raise NoEnergySource("no power samples during the timed runs")
+        ts = [t for t, _ in pts]
+        def at(t):
+            i = bisect.bisect_left(ts, t)
+            if i == 0:
+                return pts[0][1]
+            if i >= len(pts):
+                return pts[-1][1]
+            (ta, pa), (tb, pb) = pts[i - 1], pts[i]
+            return pa + (pb - pa) * (t - ta) / (tb - ta) if tb > ta else pb
+        inner = [(t, p) for t, p in pts if t0 < t < t1]
+        knots = [(t0, at(t0)), *inner, (t1, at(t1))]
+        mj = sum((tb - ta) * (pa + pb) / 2 for (ta, pa), (tb, pb) in zip(knots, knots[1:]))  # mW*s = mJ
+        return mj, mj / (t1 - t0) / 1000
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.kill()
 
 
 # ---- statistics --------------------------------------------------------------------------
@@ -245,17 +406,28 @@ def other_busy(before, after, own: int, threads: int) -> float | None:
     return min(1.0, other / (per_cpu * (ncpu - min(threads, ncpu - 1))))
 
 
-def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, ...] = ()) -> dict:
+def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, ...] = (), meter=None,
+            energy_note: str | None = None) -> dict:
     p = {**PROTOCOL, **config.get("protocol", {})}
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     run, runtime_info = runtime.load(model, config["input_shape"])
     load0 = loadavg_1m(root)
+    energy = {"energy_mj": None, "power_w_mean": None, "energy_source": meter.name if meter else "none",
+              "energy_note": energy_note}
     for retries in range(int(p["interference_retries"]) + 1):
         cpu0, own0 = cpu_jiffies(root), own_jiffies(root, exclude)
-        times, spent = time_model(run, p)
+        with meter or contextlib.nullcontext():
+            times, spent = time_model(run, p)
+            t1 = time.perf_counter()
         busy = other_busy(cpu0, cpu_jiffies(root), own_jiffies(root, exclude) - own0, runtime.threads)
         if busy is None or busy <= p["max_other_busy"]:
             break
+    if meter is not None:
+        try:
+            mj, watts = meter.window(t1 - spent, t1)
+            energy.update(energy_mj=mj / len(times), power_w_mean=watts, energy_note=None)
+        except NoEnergySource as e:
+            energy["energy_note"] = str(e)
     disturbed = busy is not None and busy > p["max_other_busy"]
     return {
         # Timed under foreign load even after the retries: kept for the record, never fitted.
@@ -267,6 +439,7 @@ def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, .
         "loadavg_1m": load0,
         "other_cores_busy": busy,
         "interference_retries": retries,
+        **energy,
         "governor": governor(root),
         "temp_c": temperature_c(root),
         "started_at": started,
@@ -291,19 +464,38 @@ def serve(config: dict, root: Path, exclude: tuple[int, ...] = ()) -> int:
     except ImportError as e:
         out.write(json.dumps({"fatal": f"runtime {runtime_name} is not installed: {e}", "kind": "runtime"}) + "\n")
         return 3
-    out.write(json.dumps({"facts": facts(root, runtime_name)}) + "\n")
+    meter, note = None, None
+    source = config.get("energy", {}).get("source", "none")
+    if source == "none":
+        note = "the device profile names no energy source"
+    else:
+        try:
+            meter = EnergyMeter(source, root, float(config["energy"].get("period_s", 0.01)))
+        except NoEnergySource as e:
+            note = f"no energy source: {e}"
+    hello = facts(root, runtime_name)
+    hello.update(energy_source=meter.name if meter else "none", energy_rails=meter.rails if meter else [], energy_note=note)
+    out.write(json.dumps({"facts": hello}) + "\n")
     out.flush()
+    try:
+        _serve_loop(runtime, config, root, exclude, meter, note, out)
+    finally:
+        if meter is not None:
+            meter.close()
+    return 0
+
+
+def _serve_loop(runtime, config, root, exclude, meter, note, out) -> None:
     for line in sys.stdin:
         if not line.strip():
             continue
         req = json.loads(line)
         try:
-            row = measure(runtime, req["model"], config, root, exclude)
+            row = measure(runtime, req["model"], config, root, exclude, meter, note)
         except Exception as e:  # a model that fails becomes an error row; the agent goes on
             row = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
         out.write(json.dumps({"key": req["key"], **row}) + "\n")
         out.flush()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

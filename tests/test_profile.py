@@ -18,6 +18,7 @@ SCHEMA = {
     "latency_ms", "latency_p90_ms", "latency_mean_ms", "latency_std_ms", "latency_min_ms",
     "latency_cv", "n_runs", "loadavg_1m", "other_cores_busy", "governor", "temp_c",
     "agent_version", "nasctl_version", "started_at", "finished_at",
+    "energy_mj", "power_w_mean", "energy_source", "energy_note",
 }
 
 
@@ -41,6 +42,8 @@ def test_profile_then_resume_measures_nothing_twice(tmp_path, archs, fast_device
     assert (df["latency_ms"] <= df["latency_p90_ms"]).all() and (df["n_runs"] >= 5).all()
     assert (df["input_shape"] == "1x3x32x32").all() and (df["threads"] == 1).all()
     assert df["config_id"].nunique() == 1 and (df["provider"] == "CPUExecutionProvider").all()
+    assert df["energy_mj"].isna().all() and (df["energy_source"] == "none").all()
+    assert (df["energy_note"] == "the device profile names no energy source").all()
     before = df.set_index("arch_id")["latency_ms"]
 
     p = nasctl("profile", "--device", fast_device, "--archs", archs, "-o", out, "--json", check=0)

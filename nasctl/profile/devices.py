@@ -49,6 +49,7 @@ class DeviceProfile:
             "input_shape": self.input_shape(resolution),
             "precision": self.precision,
             "protocol": self.protocol,
+            "energy": {k: v for k, v in self.energy.items() if k != "sysfs_root"},
         }
 
     def config_id(self, space_hash: str, resolution: int, device_facts: dict) -> str:
@@ -60,7 +61,8 @@ class DeviceProfile:
         doc = {
             "profile": self.name,
             "space": space_hash,
-            "agent": self.agent_config(resolution),
+            # Energy sampling settings change no latency: rows stay comparable across them.
+            "agent": {k: v for k, v in self.agent_config(resolution).items() if k != "energy"},
             "opset": self.opset,
             "host": device_facts.get("host"),
             "cpu": device_facts.get("cpu_model"),
