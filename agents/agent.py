@@ -288,6 +288,35 @@ class EnergyMeter:
             self.proc.kill()
 
 
+# ---- power mode (Jetson) ------------------------------------------------------------------
+def power_mode() -> str | None:
+    """nvpmodel's current mode name (e.g. MAXN), or None where there is no nvpmodel."""
+    if not shutil.which("nvpmodel"):
+        return None
+    p = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=30)
+    m = re.search(r"NV Power Mode:\s*(\S+)", p.stdout)
+    return m.group(1) if m else None
+
+
+def ensure_power(cfg: dict) -> dict:
+    """Check (and where allowed, set) the power mode the profile expects; refuse otherwise."""
+    want = cfg.get("mode")
+    current = power_mode()
+    if not want:
+        return {"power_mode": current, "clocks_locked": None}
+    locked = False
+    if current != want and cfg.get("set_if_allowed") and shutil.which("nvpmodel"):
+        subprocess.run(["sudo", "-n", "nvpmodel", "-m", str(cfg.get("mode_id", 0))], capture_output=True, timeout=60)
+        current = power_mode()
+    if current == want and cfg.get("set_if_allowed") and shutil.which("jetson_clocks"):
+        locked = subprocess.run(["sudo", "-n", "jetson_clocks"], capture_output=True, timeout=60).returncode == 0
+    if current != want and cfg.get("require", True):
+        raise ConfigError(
+            f"the board is in power mode {current or 'unknown (no nvpmodel)'}, the profile requires {want}: "
+            f"run `sudo nvpmodel -m {cfg.get('mode_id', 0)}`, or allow the agent passwordless sudo for it"
+        )
+    return {"power_mode": current, "clocks_locked": locked}
+
 # ---- statistics --------------------------------------------------------------------------
 def median_ci(sorted_ms: list[float], z: float = 1.96) -> tuple[float, float]:
     """Distribution-free 95% CI of the median from order statistics (binomial approximation)."""
@@ -458,6 +487,7 @@ def serve(config: dict, root: Path, exclude: tuple[int, ...] = ()) -> int:
         if runtime_name not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime_name!r} (agent has: {', '.join(RUNTIMES)})")
         runtime = RUNTIMES[runtime_name](config)
+        power = ensure_power(config.get("power", {}))
     except ConfigError as e:
         out.write(json.dumps({"fatal": str(e), "kind": "config"}) + "\n")
         return 2
@@ -474,18 +504,18 @@ def serve(config: dict, root: Path, exclude: tuple[int, ...] = ()) -> int:
         except NoEnergySource as e:
             note = f"no energy source: {e}"
     hello = facts(root, runtime_name)
-    hello.update(energy_source=meter.name if meter else "none", energy_rails=meter.rails if meter else [], energy_note=note)
+    hello.update(energy_source=meter.name if meter else "none", energy_rails=meter.rails if meter else [], energy_note=note, **power)
     out.write(json.dumps({"facts": hello}) + "\n")
     out.flush()
     try:
-        _serve_loop(runtime, config, root, exclude, meter, note, out)
+        _serve_loop(runtime, config, root, exclude, meter, note, power, out)
     finally:
         if meter is not None:
             meter.close()
     return 0
 
 
-def _serve_loop(runtime, config, root, exclude, meter, note, out) -> None:
+def _serve_loop(runtime, config, root, exclude, meter, note, power, out) -> None:
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -494,7 +524,7 @@ def _serve_loop(runtime, config, root, exclude, meter, note, out) -> None:
             row = measure(runtime, req["model"], config, root, exclude, meter, note)
         except Exception as e:  # a model that fails becomes an error row; the agent goes on
             row = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
-        out.write(json.dumps({"key": req["key"], **row}) + "\n")
+        out.write(json.dumps({"key": req["key"], **row, **power}) + "\n")
         out.flush()
 
 

@@ -24,7 +24,7 @@ def help_csv() -> Path:
 
 def nasctl(*args, check=None, **kw) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user or a CI script would."""
-    env = {**os.environ, "NO_COLOR": "1"}
+    env = {**kw.pop("env", os.environ), "NO_COLOR": "1"}
     p = subprocess.run([sys.executable, "-m", "nasctl", *map(str, args)], capture_output=True, text=True, env=env, **kw)
     if check is not None:
         assert p.returncode == check, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"

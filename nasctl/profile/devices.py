@@ -50,6 +50,7 @@ class DeviceProfile:
             "precision": self.precision,
             "protocol": self.protocol,
             "energy": {k: v for k, v in self.energy.items() if k != "sysfs_root"},
+            **({"power": self.power} if self.power else {}),
         }
 
     def config_id(self, space_hash: str, resolution: int, device_facts: dict) -> str:
