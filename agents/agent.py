@@ -112,6 +112,10 @@ def runtime_version(runtime: str) -> str | None:
             import onnxruntime
 
             return onnxruntime.__version__
+        if runtime == "tensorrt":
+            import tensorrt
+
+            return tensorrt.__version__
     except ImportError:
         return None
     return None
@@ -372,7 +376,7 @@ class OnnxRuntime:
                 f"(available: {', '.join(ort.get_available_providers())})"
             )
 
-    def load(self, model: str, input_shape: list[int]):
+    def prepare(self, model: str, input_shape: list[int]) -> "Prepared":
         so = self.ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
@@ -384,14 +388,119 @@ class OnnxRuntime:
         name = sess.get_inputs()[0].name
         x = self.np.random.default_rng(0).standard_normal(input_shape, dtype=self.np.float32)
         feed = {name: x}
-        return (lambda: sess.run(None, feed)), {"provider": sess.get_providers()[0]}
+        return Prepared(lambda: sess.run(None, feed), {"provider": sess.get_providers()[0]})
+
+
+class Prepared:
+    """A model ready to time in-process: the adaptive protocol calls `run` itself."""
+
+    def __init__(self, run, info: dict):
+        self.run, self.info = run, info
+
+    def time(self, protocol: dict) -> tuple[list[float], float]:
+        return time_model(self.run, protocol)
+
+
+# trtexec: the argv (a list, never a shell string: paths cannot inject) and its two outputs.
+_TRT_VERSION = re.compile(r"TensorRT version:\s*(\d+(?:\.\d+)+)")
+_TRT_DEVICE = re.compile(r"Selected Device:\s*(.+?)\s*$", re.M)
+_TRT_CC = re.compile(r"Compute Capability:\s*(\d+\.\d+)")
+_TRT_PASSED = re.compile(r"&&&& PASSED TensorRT\.trtexec")
+_TRT_GPU_COMPUTE = re.compile(r"GPU Compute Time:\s*min = ([\d.]+) ms, max = ([\d.]+) ms, mean = ([\d.]+) ms, median = ([\d.]+) ms")
+
+
+def trtexec_argv(onnx: str, engine: str, *, fp16: bool = False, int8: bool = False, workspace_mb: int = 1024,
+                 shape: list[int] | None = None, times_json: str | None = None, trtexec: str = "trtexec") -> list[str]:
+    """Build (and with `times_json`, time) an engine from ONNX."""
+    argv = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", f"--memPoolSize=workspace:{int(workspace_mb)}M"]
+    if fp16:
+        argv.append("--fp16")
+    if int8:
+        argv.append("--int8")
+    if shape is not None:
+        argv.append("--shapes=input:" + "x".join(str(int(d)) for d in shape))
+    if times_json is not None:
+        argv.append(f"--exportTimes={times_json}")
+    return argv
+
+
+def parse_trtexec_log(text: str) -> dict:
+    """TensorRT version, GPU, compute capability, pass/fail and the summary's GPU compute time."""
+    out: dict = {"passed": bool(_TRT_PASSED.search(text))}
+    for key, rx in (("tensorrt_version", _TRT_VERSION), ("gpu", _TRT_DEVICE), ("compute_capability", _TRT_CC)):
+        m = rx.search(text)
+        out[key] = m.group(1).strip() if m else None
+    m = _TRT_GPU_COMPUTE.search(text)
+    if m:
+        out["gpu_compute_ms"] = dict(zip(("min", "max", "mean", "median"), map(float, m.groups())))
+    return out
+
+
+def parse_export_times(text: str, key: str = "computeMs") -> list[float]:
+    """Per-inference milliseconds from `--exportTimes` JSON (a leading {"count": N} is skipped)."""
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not trtexec --exportTimes JSON: {e}") from None
+    times = [float(r[key]) for r in records if isinstance(r, dict) and key in r]
+    if not times:
+        raise ValueError(f"no {key!r} in trtexec --exportTimes JSON")
+    return times
+
+
+class TensorRT:
+    """TensorRT through trtexec. The engine is built here, on the device: engines are tied to
+    the TensorRT version and GPU. trtexec runs its own loop, so the protocol's limits become its
+    --warmUp/--duration/--iterations and the statistics come from its exported per-run times."""
+
+    threads = 1
+
+    def __init__(self, config: dict):
+        found = shutil.which("trtexec") or ("/usr/src/tensorrt/bin/trtexec" if os.access("/usr/src/tensorrt/bin/trtexec", os.X_OK) else None)
+        if not found:
+            raise ImportError("trtexec not found (JetPack puts it in /usr/src/tensorrt/bin)")
+        self.trtexec = found
+        precision = config.get("precision", "fp32")
+        self.fp16, self.int8 = precision == "fp16", precision == "int8"
+        self.workspace_mb = int(config.get("workspace_mb", 1024))
+
+    def prepare(self, model: str, input_shape: list[int]) -> "TrtPrepared":
+        engine = str(Path(model).with_suffix(".engine"))
+        argv = trtexec_argv(model, engine, fp16=self.fp16, int8=self.int8, workspace_mb=self.workspace_mb,
+                            shape=input_shape, trtexec=self.trtexec)
+        p = subprocess.run(argv, capture_output=True, text=True)
+        info = parse_trtexec_log(p.stdout)
+        if p.returncode != 0 or not info["passed"]:
+            tail = (p.stdout + p.stderr).strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+            raise RuntimeError(f"trtexec could not build the engine: {tail[0][:300]}")
+        return TrtPrepared(self.trtexec, engine, {
+            "provider": "tensorrt", "tensorrt_version": info["tensorrt_version"], "gpu": info["gpu"]})
+
+
+class TrtPrepared:
+    def __init__(self, trtexec: str, engine: str, info: dict):
+        self.trtexec, self.engine, self.info = trtexec, engine, info
+
+    def time(self, protocol: dict) -> tuple[list[float], float]:
+        p = {**PROTOCOL, **protocol}
+        times_json = self.engine + ".times.json"
+        argv = [self.trtexec, f"--loadEngine={self.engine}", f"--exportTimes={times_json}",
+                f"--warmUp={int(1000 * p['warmup_s'])}", f"--duration={max(1, math.ceil(p['min_time_s']))}",
+                f"--iterations={int(p['min_runs'])}", "--avgRuns=1"]
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"trtexec timing failed: {(r.stdout + r.stderr).strip().splitlines()[-1:]}")
+        text = Path(times_json).read_text()
+        times = parse_export_times(text)[: int(p["max_runs"])]
+        span = (parse_export_times(text, "endComputeMs")[len(times) - 1] - parse_export_times(text, "startComputeMs")[0]) / 1e3
+        return times, span
 
 
 class ConfigError(Exception):
     """The measurement config cannot work on this device; nothing is measured."""
 
 
-RUNTIMES = {"onnxruntime": OnnxRuntime}
+RUNTIMES = {"onnxruntime": OnnxRuntime, "tensorrt": TensorRT}
 
 
 # ---- the protocol --------------------------------------------------------------------------
@@ -439,14 +548,14 @@ def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, .
             energy_note: str | None = None) -> dict:
     p = {**PROTOCOL, **config.get("protocol", {})}
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-    run, runtime_info = runtime.load(model, config["input_shape"])
+    prepared = runtime.prepare(model, config["input_shape"])
     load0 = loadavg_1m(root)
     energy = {"energy_mj": None, "power_w_mean": None, "energy_source": meter.name if meter else "none",
               "energy_note": energy_note}
     for retries in range(int(p["interference_retries"]) + 1):
         cpu0, own0 = cpu_jiffies(root), own_jiffies(root, exclude)
         with meter or contextlib.nullcontext():
-            times, spent = time_model(run, p)
+            times, spent = prepared.time(p)
             t1 = time.perf_counter()
         busy = other_busy(cpu0, cpu_jiffies(root), own_jiffies(root, exclude) - own0, runtime.threads)
         if busy is None or busy <= p["max_other_busy"]:
@@ -461,7 +570,7 @@ def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, .
     return {
         # Timed under foreign load even after the retries: kept for the record, never fitted.
         "status": "disturbed" if disturbed else "ok",
-        **runtime_info,
+        **prepared.info,
         **summarize(times),
         "converged": converged(times, p["ci_rel"]),
         "timed_s": spent,

@@ -92,3 +92,40 @@ def test_trtexec_log_and_times_parsers():
     assert parse_export_times(EXPORT_TIMES, "latencyMs") == [2.4, 2.45, 2.38]
     with pytest.raises(ValueError):
         parse_export_times("[]")
+
+
+def test_agent_tensorrt_runtime_builds_on_the_device_and_times_from_export_times(tmp_path, monkeypatch):
+    """A trtexec stand-in (documented log and --exportTimes format) on PATH, as on a Jetson."""
+    from nasctl_agents import agent
+
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    calls = tmp_path / "calls.jsonl"
+    (bin_ / "trtexec").write_text(f"""#!{__import__('sys').executable}
+import json, sys
+args = sys.argv[1:]
+open({str(calls)!r}, "a").write(json.dumps(args) + "\\n")
+opts = dict(a[2:].split("=", 1) for a in args if "=" in a)
+if "saveEngine" in opts:
+    open(opts["saveEngine"], "wb").write(b"engine")
+if "exportTimes" in opts:
+    recs = [{{"count": 40}}] + [{{"startComputeMs": 3.0 * i, "endComputeMs": 3.0 * i + 2.3 + 0.01 * (i % 3),
+             "computeMs": 2.3 + 0.01 * (i % 3), "latencyMs": 2.4}} for i in range(40)]
+    open(opts["exportTimes"], "w").write(json.dumps(recs))
+print({TRTEXEC_LOG!r})
+""")
+    (bin_ / "trtexec").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}:{__import__('os').environ['PATH']}")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx")
+    rt = agent.TensorRT({"precision": "fp16", "workspace_mb": 512})
+    cfg = {"input_shape": [8, 3, 224, 224], "protocol": {"warmup_s": 0.2, "min_time_s": 3, "min_runs": 20}}
+    row = agent.measure(rt, str(model), cfg, tmp_path)
+    build, timing = (json.loads(l) for l in calls.read_text().splitlines())
+    assert build == [f"--onnx={model}", f"--saveEngine={tmp_path / 'm.engine'}", "--memPoolSize=workspace:512M",
+                     "--fp16", "--shapes=input:8x3x224x224"]
+    assert timing[:2] == [f"--loadEngine={tmp_path / 'm.engine'}", f"--exportTimes={tmp_path / 'm.engine'}.times.json"]
+    assert "--warmUp=200" in timing and "--duration=3" in timing and "--iterations=20" in timing
+    assert row["provider"] == "tensorrt" and row["tensorrt_version"] == "8.5.2" and row["gpu"] == "Xavier"
+    assert row["n_runs"] == 40 and row["latency_ms"] == pytest.approx(2.31) and row["latency_min_ms"] == pytest.approx(2.3)
+    assert row["timed_s"] == pytest.approx((3.0 * 39 + 2.3 + 0.01 * 0) / 1e3)

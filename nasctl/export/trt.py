@@ -3,70 +3,26 @@ is always built where it will run: with the Python API on a host where `tensorrt
 with `trtexec --saveEngine` on the device itself (through the agents' transports). Never ship
 an engine from elsewhere.
 
-What can be checked without a GPU lives here as plain functions: the trtexec argv, and parsers
-for trtexec's log and its `--exportTimes` JSON.
+What can be checked without a GPU is plain functions in the agent (which runs trtexec on the
+device): the trtexec argv, and parsers for trtexec's log and its `--exportTimes` JSON.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from pathlib import Path
 
 from nasctl.errors import UserError
+from nasctl_agents.agent import parse_export_times, parse_trtexec_log, trtexec_argv  # device-side, one copy
+
+__all__ = ["build_engine", "export_trt_local", "parse_export_times", "parse_trtexec_log", "trtexec_argv"]
 
 NO_TRT = (
     "no TensorRT here: build the engine on the device that will run it "
     "(`nasctl export MODEL --format trt --device xavier`, needs the device's SSH transport), "
     "or on a host with a GPU and `pip install tensorrt`"
 )
-
-
-def trtexec_argv(onnx: str, engine: str, *, fp16: bool = False, int8: bool = False, workspace_mb: int = 1024,
-                 shape: list[int] | None = None, times_json: str | None = None, trtexec: str = "trtexec") -> list[str]:
-    """The argv (never a shell string: paths cannot inject) that builds and times an engine."""
-    argv = [trtexec, f"--onnx={onnx}", f"--saveEngine={engine}", f"--memPoolSize=workspace:{int(workspace_mb)}M"]
-    if fp16:
-        argv.append("--fp16")
-    if int8:
-        argv.append("--int8")
-    if shape is not None:
-        argv.append("--shapes=input:" + "x".join(str(int(d)) for d in shape))
-    if times_json is not None:
-        argv.append(f"--exportTimes={times_json}")
-    return argv
-
-
-_VERSION = re.compile(r"TensorRT version:\s*(\d+(?:\.\d+)+)")
-_DEVICE = re.compile(r"Selected Device:\s*(.+?)\s*$", re.M)
-_CC = re.compile(r"Compute Capability:\s*(\d+\.\d+)")
-_PASSED = re.compile(r"&&&& PASSED TensorRT\.trtexec")
-_GPU_COMPUTE = re.compile(r"GPU Compute Time:\s*min = ([\d.]+) ms, max = ([\d.]+) ms, mean = ([\d.]+) ms, median = ([\d.]+) ms")
-
-
-def parse_trtexec_log(text: str) -> dict:
-    """TensorRT version, GPU, compute capability, pass/fail and the summary's GPU compute time."""
-    out: dict = {"passed": bool(_PASSED.search(text))}
-    for key, rx in (("tensorrt_version", _VERSION), ("gpu", _DEVICE), ("compute_capability", _CC)):
-        m = rx.search(text)
-        out[key] = m.group(1).strip() if m else None
-    m = _GPU_COMPUTE.search(text)
-    if m:
-        out["gpu_compute_ms"] = dict(zip(("min", "max", "mean", "median"), map(float, m.groups())))
-    return out
-
-
-def parse_export_times(text: str, key: str = "computeMs") -> list[float]:
-    """Per-inference milliseconds from `--exportTimes` JSON (a leading {"count": N} is skipped)."""
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not trtexec --exportTimes JSON: {e}") from None
-    times = [float(r[key]) for r in records if isinstance(r, dict) and key in r]
-    if not times:
-        raise ValueError(f"no {key!r} in trtexec --exportTimes JSON")
-    return times
 
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, shape: list[int], *, fp16: bool = False,
