@@ -29,18 +29,25 @@ def export_onnx(model: nn.Module, input_shape, path: str | Path, opset: int = 17
     return Path(path)
 
 
-def onnx_parity(model: nn.Module, path: str | Path, input_shape, trials: int = 4, seed: int = 0) -> float:
-    """Max abs difference between torch and onnxruntime (CPU) logits on random inputs."""
-    import onnxruntime as ort
+def max_abs_diff(model: nn.Module, infer, input_shape, trials: int = 4, seed: int = 0) -> float:
+    """Worst |torch - runtime| over the logits of `trials` seeded random inputs.
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    `infer` maps a float32 numpy input to the runtime's logits; every exporter checks parity
+    through this one function, so the figures in the sidecars are comparable.
+    """
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
     model.eval()
     with torch.no_grad():
         for _ in range(trials):
             x = torch.randn(*input_shape, generator=g)
-            ref = model(x).numpy()
-            got = sess.run(None, {"input": x.numpy()})[0]
-            worst = max(worst, float(np.abs(ref - got).max()))
+            worst = max(worst, float(np.abs(model(x).numpy() - infer(x.numpy())).max()))
     return worst
+
+
+def onnx_parity(model: nn.Module, path: str | Path, input_shape) -> float:
+    """Max abs difference between torch and onnxruntime (CPU)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return max_abs_diff(model, lambda x: sess.run(None, {"input": x})[0], input_shape)

@@ -10,11 +10,11 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from nasctl.errors import UserError
+from nasctl.export.onnx import max_abs_diff
 
 EXTRA = "tflite export needs the [tflite] extra: pip install -e '.[tflite]' (litert-torch, ai-edge-litert)"
 
@@ -45,8 +45,8 @@ def export_tflite(model: nn.Module, input_shape, path: str | Path) -> Path:
     return Path(path)
 
 
-def tflite_parity(model: nn.Module, path: str | Path, input_shape, trials: int = 4, seed: int = 0) -> float:
-    """Max abs difference between torch and the LiteRT interpreter on random inputs."""
+def tflite_parity(model: nn.Module, path: str | Path, input_shape) -> float:
+    """Max abs difference between torch and the LiteRT interpreter."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -55,13 +55,10 @@ def tflite_parity(model: nn.Module, path: str | Path, input_shape, trials: int =
         interp = Interpreter(model_path=str(path))
         interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    g = torch.Generator().manual_seed(seed)
-    worst = 0.0
-    model.eval()
-    with torch.no_grad():
-        for _ in range(trials):
-            x = torch.randn(*input_shape, generator=g)
-            interp.set_tensor(inp["index"], x.numpy())
-            interp.invoke()
-            worst = max(worst, float(np.abs(model(x).numpy() - interp.get_tensor(out["index"])).max()))
-    return worst
+
+    def infer(x):
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        return interp.get_tensor(out["index"])
+
+    return max_abs_diff(model, infer, input_shape)
