@@ -260,53 +260,29 @@ def retrain(
     quiet: QuietOpt = False,
 ):
     """Train an architecture from scratch (SGD, cosine, label smoothing); resumable, torchrun-ready."""
-    from dataclasses import asdict, fields
+    from nasctl.train.retrain import Recipe, new_run, rank, resume_run, retrain as train
 
-    from nasctl.data import load_data
-    from nasctl.space.archfile import read_arch_ref
-    from nasctl.train.retrain import Recipe, rank, retrain as run
-
-    if resume is not None:  # the run folder says what was trained, on what, and how
-        if not (resume / "checkpoint.pt").exists() or not (resume / "run.json").exists():
-            raise UserError(f"{resume}: no checkpoint.pt and run.json to resume from")
-        run_doc = json.loads((resume / "run.json").read_text())
-        recipe = Recipe(**run_doc["recipe"])
-        arch, space, macro, data, output = run_doc["arch"], run_doc["space"], run_doc["macro"], run_doc["data"], resume
+    if resume is not None:
+        run = resume_run(resume)
+    elif arch is None or output is None:
+        raise UserError("give an arch and -o OUTPUT (or --resume RUN_DIR)")
     else:
-        if arch is None or output is None:
-            raise UserError("give an arch and -o OUTPUT (or --resume RUN_DIR)")
         recipe = Recipe(epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                         label_smoothing=label_smoothing, dropout=dropout, ema=ema, amp=amp, seed=seed)
-        for f in fields(recipe):
-            v = getattr(recipe, f.name)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
-                raise UserError(f"--{f.name.replace('_', '-')} must not be negative")
-        if recipe.epochs < 1 or recipe.batch < 2:
-            raise UserError("--epochs must be >= 1 and --batch >= 2")
-    ds = load_data(data)
-    parsed = read_arch_ref(arch, space, resolution=ds.resolution, num_classes=ds.num_classes, macro=macro)
-    if macro is None and ds.resolution <= 64 and "cifar" in parsed.space.macros:
-        parsed = parsed.space.with_params(macro="cifar").parse(parsed.string)  # small images: fewer stride-2 steps
+        run = new_run(arch, data, output, recipe, space, macro)
     lead = rank() == 0  # under torchrun only rank 0 writes and talks
-    quiet = quiet or not lead
-    if resume is None and lead:
-        from nasctl.tables import atomic_write
-
-        atomic_write(output / "run.json", json.dumps({
-            "arch": parsed.string, "space": parsed.space.source, "macro": parsed.space.params.macro,
-            "data": data, "recipe": asdict(recipe)}, indent=2).encode())
     progress = Progress(TextColumn("[bold]retrain[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet)
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet or not lead)
+    name = f"{run.arch.id} on {run.data.name}"
     with progress:
-        task = progress.add_task(f"{parsed.id} on {ds.name}", total=recipe.epochs)
+        task = progress.add_task(name, total=run.recipe.epochs)
 
         def on_epoch(row):
-            progress.update(task, completed=row["epoch"],
-                            description=f"{parsed.id} on {ds.name}: top-1 {row['top1']:.1%}, loss {row['train_loss']:.3f}")
+            progress.update(task, completed=row["epoch"], description=f"{name}: top-1 {row['top1']:.1%}, loss {row['train_loss']:.3f}")
 
-        summary = run(parsed, ds, recipe, output, resume=resume is not None, on_epoch=on_epoch)
+        summary = train(run.arch, run.data, run.recipe, run.out, resume=run.resume, on_epoch=on_epoch)
     if lead:
-            _emit(as_json, summary, f"{summary['epochs']} epochs -> {output}: top-1 {summary.get('top1', float('nan')):.2%}, "
+        _emit(as_json, summary, f"{summary['epochs']} epochs -> {run.out}: top-1 {summary.get('top1', float('nan')):.2%}, "
               f"top-5 {summary.get('top5', float('nan')):.2%}")
 
 

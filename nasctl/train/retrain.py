@@ -47,6 +47,54 @@ class Recipe:
     amp: bool = True  # used only on CUDA
     seed: int = 0
 
+    def __post_init__(self):
+        for name, v in asdict(self).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+                raise UserError(f"--{name.replace('_', '-')} must not be negative")
+        if self.epochs < 1 or self.batch < 2:
+            raise UserError("--epochs must be >= 1 and --batch >= 2")
+
+
+@dataclass
+class Run:
+    """Everything a training run needs; its folder's run.json can rebuild it for --resume."""
+
+    arch: Arch
+    data: Data
+    recipe: Recipe
+    out: Path
+    resume: bool
+
+
+def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str | None = None, macro: str | None = None) -> Run:
+    """Resolve the arch for the data (classes, resolution; the `cifar` macro for small images)
+    and record the run in out/run.json (rank 0 only)."""
+    from nasctl.data import load_data
+    from nasctl.space.archfile import read_arch_ref
+
+    data = load_data(data_spec)
+    arch = read_arch_ref(arch_ref, space, resolution=data.resolution, num_classes=data.num_classes, macro=macro)
+    if macro is None and data.resolution <= 64 and "cifar" in arch.space.macros:
+        arch = arch.space.with_params(macro="cifar").parse(arch.string)  # small images: fewer stride-2 steps
+    if rank() == 0:
+        doc = {"arch": arch.string, "space": arch.space.source, "macro": arch.space.params.macro,
+               "data": data_spec, "recipe": asdict(recipe)}
+        atomic_write(out / "run.json", json.dumps(doc, indent=2).encode())
+    return Run(arch, data, recipe, out, resume=False)
+
+
+def resume_run(out: Path) -> Run:
+    """The run recorded in `out`, to continue from its last checkpoint."""
+    if not (out / "checkpoint.pt").exists() or not (out / "run.json").exists():
+        raise UserError(f"{out}: no checkpoint.pt and run.json to resume from")
+    doc = json.loads((out / "run.json").read_text())
+    from nasctl.data import load_data
+    from nasctl.space.archfile import read_arch_ref
+
+    data = load_data(doc["data"])
+    arch = read_arch_ref(doc["arch"], doc["space"], resolution=data.resolution, num_classes=data.num_classes, macro=doc["macro"])
+    return Run(arch, data, Recipe(**doc["recipe"]), out, resume=True)
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay conv/linear weights only: decaying BN scales and biases hurts small nets."""
