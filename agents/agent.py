@@ -303,6 +303,13 @@ def power_mode() -> str | None:
     return m.group(1) if m else None
 
 
+def _sudo(*argv: str) -> bool:
+    """Run a command as root only if sudo allows it without a password (never prompts)."""
+    if not shutil.which("sudo"):
+        return False
+    return subprocess.run(["sudo", "-n", *argv], capture_output=True, timeout=60).returncode == 0
+
+
 def ensure_power(cfg: dict) -> dict:
     """Check (and where allowed, set) the power mode the profile expects; refuse otherwise."""
     want = cfg.get("mode")
@@ -311,10 +318,10 @@ def ensure_power(cfg: dict) -> dict:
         return {"power_mode": current, "clocks_locked": None}
     locked = False
     if current != want and cfg.get("set_if_allowed") and shutil.which("nvpmodel"):
-        subprocess.run(["sudo", "-n", "nvpmodel", "-m", str(cfg.get("mode_id", 0))], capture_output=True, timeout=60)
+        _sudo("nvpmodel", "-m", str(cfg.get("mode_id", 0)))
         current = power_mode()
     if current == want and cfg.get("set_if_allowed") and shutil.which("jetson_clocks"):
-        locked = subprocess.run(["sudo", "-n", "jetson_clocks"], capture_output=True, timeout=60).returncode == 0
+        locked = _sudo("jetson_clocks")
     if current != want and cfg.get("require", True):
         raise ConfigError(
             f"the board is in power mode {current or 'unknown (no nvpmodel)'}, the profile requires {want}: "
@@ -501,6 +508,10 @@ class ConfigError(Exception):
     """The measurement config cannot work on this device; nothing is measured."""
 
 
+class DeviceBusy(Exception):
+    """Another agent kept the device lock past the wait."""
+
+
 RUNTIMES = {"onnxruntime": OnnxRuntime, "tensorrt": TensorRT}
 
 
@@ -586,23 +597,81 @@ def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, .
     }
 
 
-def serve(config: dict, root: Path, exclude: tuple[int, ...] = ()) -> int:
+class Out:
+    """The protocol stream: whole lines only, from the loop and the heartbeat thread alike."""
+
+    def __init__(self, stream):
+        self._stream, self._lock = stream, threading.Lock()
+
+    def write(self, doc: dict) -> None:
+        with self._lock:
+            self._stream.write(json.dumps(doc) + "\n")
+            self._stream.flush()
+
+
+def heartbeat(out: Out, period_s: float) -> None:
+    """Say "still here" every period, so the host can tell a long measurement from a dead link.
+
+    When the host is gone the write fails (the SSH session closed our pipe): stop at once, so
+    an orphaned agent never keeps timing, or holds the device lock, behind a reconnected one.
+    """
+    n = 0
+    while True:
+        time.sleep(period_s)
+        n += 1
+        try:
+            out.write({"beat": n})
+        except (OSError, ValueError):
+            os._exit(4)
+
+
+def take_lock(path: str, out: Out, wait_s: float = 600.0):
+    """One agent per device: a second one waits (the host is told) until the first is done."""
+    import fcntl  # POSIX only; the agent runs on Linux boards
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    deadline, told = time.monotonic() + wait_s, False
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            f.seek(0), f.truncate(), f.write(str(os.getpid())), f.flush()
+            return f
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                f.seek(0)
+                raise DeviceBusy(f"device busy: another nasctl agent (pid {f.read().strip() or '?'}) "
+                                  f"has held {path} for {wait_s:.0f} s") from None
+            if not told:
+                out.write({"waiting": f"device lock {path} is held by another agent; waiting"})
+                told = True
+            time.sleep(0.2)
+
+
+def serve(config: dict, root: Path, exclude: tuple[int, ...] = (), heartbeat_s: float = 0.0,
+          lock: str | None = None) -> int:
     runtime_name = config.get("runtime", "onnxruntime")
     # The protocol owns the real stdout; whatever else writes to fd 1 (runtime logs, native
     # libraries) is sent to stderr, so it can never corrupt a row.
-    out = os.fdopen(os.dup(1), "w", buffering=1)
+    out = Out(os.fdopen(os.dup(1), "w", buffering=1))
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    if heartbeat_s > 0:
+        threading.Thread(target=heartbeat, args=(out, heartbeat_s), daemon=True).start()
     try:
+        lock_file = take_lock(lock, out) if lock else None  # noqa: F841 - open (locked) for the agent's life
         if runtime_name not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime_name!r} (agent has: {', '.join(RUNTIMES)})")
         runtime = RUNTIMES[runtime_name](config)
         power = ensure_power(config.get("power", {}))
     except ConfigError as e:
-        out.write(json.dumps({"fatal": str(e), "kind": "config"}) + "\n")
+        out.write({"fatal": str(e), "kind": "config"})
         return 2
+    except DeviceBusy as e:
+        out.write({"fatal": str(e), "kind": "busy"})
+        return 3
     except ImportError as e:
-        out.write(json.dumps({"fatal": f"runtime {runtime_name} is not installed: {e}", "kind": "runtime"}) + "\n")
+        out.write({"fatal": f"runtime {runtime_name} is not installed: {e}", "kind": "runtime"})
         return 3
     meter, note = None, None
     source = config.get("energy", {}).get("source", "none")
@@ -615,8 +684,7 @@ def serve(config: dict, root: Path, exclude: tuple[int, ...] = ()) -> int:
             note = f"no energy source: {e}"
     hello = facts(root, runtime_name)
     hello.update(energy_source=meter.name if meter else "none", energy_rails=meter.rails if meter else [], energy_note=note, **power)
-    out.write(json.dumps({"facts": hello}) + "\n")
-    out.flush()
+    out.write({"facts": hello})
     try:
         _serve_loop(runtime, config, root, exclude, meter, note, power, out)
     finally:
@@ -634,8 +702,7 @@ def _serve_loop(runtime, config, root, exclude, meter, note, power, out) -> None
             row = measure(runtime, req["model"], config, root, exclude, meter, note)
         except Exception as e:  # a model that fails becomes an error row; the agent goes on
             row = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
-        out.write(json.dumps({"key": req["key"], **row, **power}) + "\n")
-        out.flush()
+        out.write({"key": req["key"], **row, **power})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -647,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--config", required=True, help="JSON: runtime, threads, input_shape, protocol")
     s.add_argument("--exclude-pid", type=int, action="append", default=[],
                    help="a process whose CPU time is not foreign load (the local host exporting models)")
+    s.add_argument("--heartbeat", type=float, default=0.0, help="seconds between {\"beat\"} lines (0: none)")
+    s.add_argument("--lock", help="lock file that keeps one agent at a time on this device")
     f.add_argument("--runtime", default="onnxruntime")
     for p in (f, s):
         p.add_argument("--sysfs-root", default="/", help="where /proc and /sys are read from")
@@ -655,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "facts":
         print(json.dumps(facts(root, a.runtime)))
         return 0
-    return serve(json.loads(a.config), root, tuple(a.exclude_pid))
+    return serve(json.loads(a.config), root, tuple(a.exclude_pid), a.heartbeat, a.lock)
 
 
 if __name__ == "__main__":

@@ -104,8 +104,12 @@ def sample(
 @app.command()
 def profile(
     device: Annotated[str, typer.Option(help="Device profile name (see profiles/) or a .toml file.")],
-    archs: Annotated[Path, typer.Option(help="Arch file from `nasctl sample` (or any table with an 'arch' column).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Row store (.parquet or .csv); reruns resume it.")],
+    archs: Annotated[Optional[Path], typer.Option(help="Arch file from `nasctl sample` (or any table with an 'arch' column).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Row store (.parquet or .csv); reruns resume it.")] = None,
+    host: Annotated[Optional[list[str]], typer.Option(help="SSH: [user@]address[:port], overriding the profile; "
+                                                     "repeat it to shard the archs over several boards of one kind.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Connect, start the agent, print the device facts; measure nothing.")] = False,
+    trust_new_host_key: Annotated[bool, typer.Option(help="SSH: accept and save an unknown host key (never a changed one).")] = False,
     space: Annotated[Optional[str], typer.Option(help="Space (default: the arch file's 'space' column).")] = None,
     resolution: Resolution = None,
     width_mult: WidthMult = None,
@@ -116,10 +120,18 @@ def profile(
     quiet: QuietOpt = False,
 ):
     """Measure archs on a device; rows are stored as they arrive, and a rerun skips them."""
-    from nasctl.profile import Store, load_device, profile_archs
+    from nasctl.profile import Store, check_device, load_device, profile_archs
     from nasctl.space.archfile import read_archs
 
     dev = load_device(device)
+    hosts = host or [None]
+    note = (lambda text: None) if quiet else (lambda text: err.print(f"[yellow]{text}[/]"))
+    if check:
+        facts = [check_device(dev, h, trust_new_host_key, note) for h in hosts]
+        _emit(as_json, {"device": dev.name, "hosts": facts}, "\n".join(_facts_text(dev.name, f) for f in facts))
+        return
+    if archs is None or output is None:
+        raise UserError("profile needs --archs and --output (or --check)")
     store = Store(output)
     sp, arch_list = read_archs(archs, space, resolution=resolution, width_mult=width_mult,
                                num_classes=num_classes, macro=macro)
@@ -135,6 +147,7 @@ def profile(
         if skipped and not quiet:
             err.print(f"{skipped} archs already in {output} for this device config; skipping them")
         task = progress.add_task(dev.name, total=todo)
+        progress.start()
 
     def on_row(row: dict):
         if row["status"] == "error" and not quiet:
@@ -143,13 +156,30 @@ def profile(
             err.print(f"[yellow]disturbed[/] {row['arch_id']}: other cores {row['other_cores_busy']:.0%} busy while timing")
         progress.advance(task)
 
-    with progress:
-        s = profile_archs(arch_list, sp, dev, store, retry_errors=retry_errors, on_start=on_start, on_row=on_row)
+    try:
+        s = profile_archs(arch_list, sp, dev, store, hosts=hosts, trust_new_host_key=trust_new_host_key,
+                          retry_errors=retry_errors, on_start=on_start, on_row=on_row, on_note=note)
+    finally:
+        progress.stop()
     _emit(as_json, s.to_dict(),
           f"{s.measured} measured ({s.disturbed} disturbed), {s.errors} errors, {s.skipped} skipped -> {s.output} "
-          f"({s.wall_s:.1f} s, overhead {100 * (s.overhead or 0):.0f}%)")
+          f"({s.wall_s:.1f} s, overhead {100 * (s.overhead or 0):.0f}%"
+          + (f", {s.reconnects} reconnects" if s.reconnects else "") + ")")
     if s.errors or s.disturbed:
         raise typer.Exit(1)
+
+
+def _facts_text(name: str, f: dict) -> str:
+    energy = f.get("energy_source") or "none"
+    if energy == "none" and f.get("energy_note"):
+        energy += f" ({f['energy_note']})"
+    lines = [f"{name} @ {f.get('host')}: {f.get('cpu_model')} ({f.get('cpu_count')} cores, {f.get('machine')}), {f.get('os')}",
+             f"  runtime {f.get('runtime')} {f.get('runtime_version') or '(not installed)'}, python {f.get('python')}, "
+             f"governor {f.get('governor')}, {f.get('temp_c')} C",
+             f"  energy source: {energy}"]
+    if f.get("power_mode") is not None:
+        lines.append(f"  power mode: {f['power_mode']}, clocks locked: {f.get('clocks_locked')}")
+    return "\n".join(lines)
 
 
 @app.command("fit-predictor")

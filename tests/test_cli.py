@@ -10,7 +10,7 @@ def test_version():
 
 def test_usage_errors_are_one_line_with_exit_2(tmp_path):
     for args, msg in [
-        (["profile", "--device", "local-cpu"], "Missing option '--archs'"),
+        (["profile", "--device", "local-cpu"], "profile needs --archs and --output"),
         (["sample", "-o", tmp_path / "a.parquet", "--n", "abc"], "Invalid value for '--n'"),
         (["bogus"], "No such command 'bogus'"),
         (["sample", "-o", tmp_path / "a.parquet", "--stratify", "flops"], "Invalid value for '--stratify'"),

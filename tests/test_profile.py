@@ -114,7 +114,7 @@ def test_unavailable_provider_is_refused_before_measuring(tmp_path, archs, fast_
     "args, msg",
     [
         (["--device", "nope"], "unknown device 'nope'"),
-        (["--device", "xavier"], "ssh transport"),
+        (["--device", "xavier", "--host", "pi@"], "--host 'pi@' has no address"),
         (["--space", "nope"], "unknown space 'nope'"),
         (["--space", "fbnet"], "has 22"),
     ],

@@ -56,8 +56,9 @@ class DeviceProfile:
     def config_id(self, space_hash: str, resolution: int, device_facts: dict) -> str:
         """Rows with the same config id were measured under the same conditions.
 
-        It covers the network definition, the measurement settings and the device's identity
-        (host and CPU), so a resume never mixes rows from another board or another setting.
+        It covers the network definition, the measurement settings and the kind of device (CPU
+        and runtime version), so a resume never mixes rows from another kind of board or another
+        setting, while boards of one kind (a fleet) share it; each row's `host` says which board.
         """
         doc = {
             "profile": self.name,
@@ -65,7 +66,6 @@ class DeviceProfile:
             # Energy sampling settings change no latency: rows stay comparable across them.
             "agent": {k: v for k, v in self.agent_config(resolution).items() if k != "energy"},
             "opset": self.opset,
-            "host": device_facts.get("host"),
             "cpu": device_facts.get("cpu_model"),
             "runtime_version": device_facts.get("runtime_version"),
         }

@@ -19,12 +19,12 @@ from typing import Callable
 import torch
 
 from nasctl import __version__
-from nasctl.errors import DeviceUnreachable
+from nasctl.errors import DeviceUnreachable, UserError
 from nasctl.export.onnx import export_onnx
 from nasctl.models import arch_cost, build
 from nasctl.profile.devices import DeviceProfile
 from nasctl.profile.store import Store
-from nasctl.profile.transports import AgentDied, open_transport
+from nasctl.profile.transports import AgentDied, AgentSession, LinkLost, Transport, open_transport
 from nasctl.space.space import Arch, SearchSpace
 
 
@@ -40,6 +40,7 @@ class Summary:
     disturbed: int
     wall_s: float
     timed_s: float
+    reconnects: int = 0
 
     @property
     def overhead(self) -> float | None:
@@ -50,23 +51,29 @@ class Summary:
         return {**asdict(self), "overhead": self.overhead}
 
 
-def _exporter(todo: list[Arch], device: DeviceProfile, workdir: Path, out: queue.Queue, stop: threading.Event):
+def _exporter(todo: list[Arch], device: DeviceProfile, workdir: Path, out: queue.Queue, stop: threading.Event,
+              ends: int):
+    """Export archs in order into `out`, then one None per device worker to say "no more"."""
     torch.set_num_threads(1)  # leave the other cores to the agent's timed runs
-    for arch in todo:
-        if stop.is_set():
-            return
-        path = workdir / f"{arch.id}.onnx"
-        try:
-            export_onnx(build(arch), device.input_shape(arch.space.params.resolution), path, device.opset)
-            item = (arch, path, None)
-        except Exception as e:  # a net that cannot export is an error row, not a crash
-            item = (arch, None, f"export: {type(e).__name__}: {e}".splitlines()[0][:500])
+    items = [*todo, *[None] * ends]
+    for arch in items:
+        if arch is None:
+            item = None
+        else:
+            path = workdir / f"{arch.id}.onnx"
+            try:
+                export_onnx(build(arch), device.input_shape(arch.space.params.resolution), path, device.opset)
+                item = (arch, path, None)
+            except Exception as e:  # a net that cannot export is an error row, not a crash
+                item = (arch, None, f"export: {type(e).__name__}: {e}".splitlines()[0][:500])
         while not stop.is_set():
             try:
                 out.put(item, timeout=0.2)
                 break
             except queue.Full:
                 continue
+        if stop.is_set():
+            return
 
 
 def _base_row(arch: Arch, device: DeviceProfile, config_id: str, facts: dict) -> dict:
@@ -101,63 +108,155 @@ def _base_row(arch: Arch, device: DeviceProfile, config_id: str, facts: dict) ->
     }
 
 
+def check_device(device: DeviceProfile, host: str | None = None, trust_new_host_key: bool = False,
+                 on_note: Callable[[str], None] = lambda text: None) -> dict:
+    """Connect, start the agent as a run would (power mode, energy source, runtime), return its
+    facts; nothing is measured. A profile the device cannot honour fails here as in a run."""
+    transport = open_transport(device, host, trust_new_host_key)
+    try:
+        return transport.start_agent(device.agent_config(device.resolution or 224), on_note).facts  # no model runs
+    except AgentDied as e:
+        raise DeviceUnreachable(str(e)) from None
+    finally:
+        transport.close()
+
+
+@dataclass
+class _Device:
+    """One board of the run: its transport, its running agent."""
+
+    transport: Transport
+    agent: AgentSession
+    config: dict
+
+
+def _take_batch(ready: queue.Queue, size: int, stop: threading.Event) -> list | None:
+    """Wait for one exported model, then take whatever else is ready, up to `size`."""
+    while not stop.is_set():
+        try:
+            first = ready.get(timeout=0.2)
+            break
+        except queue.Empty:
+            continue
+    else:
+        return None
+    if first is None:
+        return None
+    batch = [first]
+    while len(batch) < size:
+        try:
+            item = ready.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            ready.put(item)  # the end marker is another worker's too
+            break
+        batch.append(item)
+    return batch
+
+
 def profile_archs(
     archs: list[Arch],
     space: SearchSpace,
     device: DeviceProfile,
     store: Store,
     *,
+    hosts: list[str | None] = (None,),
+    trust_new_host_key: bool = False,
     retry_errors: bool = False,
     on_start: Callable[[int, int], None] = lambda todo, skipped: None,
     on_row: Callable[[dict], None] = lambda row: None,
+    on_note: Callable[[str], None] = lambda text: None,
 ) -> Summary:
-    """Measure every arch not yet in `store` for this device config; returns a summary."""
+    """Measure every arch not yet in `store` for this device config; returns a summary.
+
+    With several hosts (boards of one kind), each takes the next exported model as soon as it is
+    free, so faster boards measure more; each board's agent holds that board's lock.
+    """
     t0 = time.perf_counter()
-    transport = open_transport(device)
     config = device.agent_config(space.params.resolution)
+    devices: list[_Device] = []
     try:
-        agent = transport.start_agent(config)
-    except AgentDied as e:
-        raise DeviceUnreachable(str(e)) from None
-    try:
-        config_id = device.config_id(space.definition_hash, space.params.resolution, agent.facts)
+        for host in hosts:
+            transport = open_transport(device, host, trust_new_host_key)
+            try:
+                agent = transport.start_agent(config, on_note)
+            except AgentDied as e:
+                transport.close()
+                raise DeviceUnreachable(str(e)) from None
+            devices.append(_Device(transport, agent, config))
+        ids = {device.config_id(space.definition_hash, space.params.resolution, d.agent.facts) for d in devices}
+        if len(ids) > 1:
+            raise UserError("these hosts are not the same kind of device (CPU or runtime version differ): "
+                            + ", ".join(f"{d.agent.facts.get('host')}: {d.agent.facts.get('cpu_model')}, "
+                                        f"{d.agent.facts.get('runtime_version')}" for d in devices))
+        config_id = ids.pop()
         done = store.done(config_id, include_errors=not retry_errors)
         todo = [a for a in archs if a.id not in done]
         on_start(len(todo), len(archs) - len(todo))
         summary = Summary(str(store.path), device.name, config_id, len(archs), len(archs) - len(todo), 0, 0, 0, 0.0, 0.0)
-        stop = threading.Event()
-        ready: queue.Queue = queue.Queue(maxsize=1)
-        with tempfile.TemporaryDirectory(prefix="nasctl-export-") as tmp:
-            worker = threading.Thread(target=_exporter, args=(todo, device, Path(tmp), ready, stop), daemon=True)
-            worker.start()
+        stop, lock, failures = threading.Event(), threading.Lock(), []
+        ready: queue.Queue = queue.Queue(maxsize=sum(d.transport.batch_size for d in devices))
+
+        def work(d: _Device) -> None:
             try:
-                for _ in todo:
-                    arch, path, err = ready.get()
-                    row = _base_row(arch, device, config_id, agent.facts)
-                    if err is None:
-                        staged = transport.stage(path)
-                        try:
-                            res = agent.measure(arch.id, staged)
-                        except AgentDied as e:  # the arch killed the agent: record it, restart
-                            res = {"status": "error", "error": f"agent died: {e}"}
-                            agent = transport.start_agent(config)
-                        transport.unstage(staged)
-                        res.pop("key", None)
-                        row.update(res)
-                    else:
-                        row.update(status="error", error=err)
-                    store.put(row)
-                    if row["status"] == "error":
-                        summary.errors += 1
-                    else:
-                        summary.measured += 1
-                        summary.timed_s += row["timed_s"]
-                        summary.disturbed += row["status"] == "disturbed"
-                    on_row(row)
+                while (batch := _take_batch(ready, d.transport.batch_size, stop)) is not None:
+                    _measure_batch(d, batch, device, config_id, store, summary, lock, on_row)
+            except BaseException as e:  # the first failure stops the run; stored rows stay
+                failures.append(e)
+                stop.set()
+
+        with tempfile.TemporaryDirectory(prefix="nasctl-export-") as tmp:
+            threads = [threading.Thread(target=_exporter, args=(todo, device, Path(tmp), ready, stop, len(devices)),
+                                        daemon=True)]
+            threads += [threading.Thread(target=work, args=(d,), daemon=True) for d in devices]
+            for t in threads:
+                t.start()
+            try:
+                for t in threads[1:]:
+                    while t.is_alive():
+                        t.join(0.2)
             finally:
                 stop.set()
-                worker.join()
+                for t in threads:
+                    t.join()
+        if failures:
+            raise failures[0]
     finally:
-        transport.close()
+        for d in devices:
+            d.transport.close()
+    summary.reconnects = sum(getattr(d.transport, "reconnects", 0) for d in devices)
     summary.wall_s = time.perf_counter() - t0
     return summary
+
+
+def _measure_batch(d: _Device, batch: list, device: DeviceProfile, config_id: str, store: Store,
+                   summary: Summary, lock: threading.Lock, on_row: Callable[[dict], None]) -> None:
+    """Upload the batch's models in one go, then time them one by one and store each row."""
+    exported = [path for _, path, err in batch if err is None]
+    staged = dict(zip(exported, d.transport.stage(exported)))
+    for arch, path, err in batch:
+        row = _base_row(arch, device, config_id, d.agent.facts)
+        if err is None:
+            try:
+                res = d.agent.measure(arch.id, staged[path])
+            except LinkLost:
+                raise
+            except AgentDied as e:  # the arch killed the agent: record it, restart
+                res = {"status": "error", "error": f"agent died: {e}"}
+                d.agent = d.transport.start_agent(d.config)
+            d.transport.unstage(staged[path])
+            path.unlink(missing_ok=True)
+            res.pop("key", None)
+            row.update(res)
+        else:
+            row.update(status="error", error=err)
+        with lock:
+            store.put(row)
+            if row["status"] == "error":
+                summary.errors += 1
+            else:
+                summary.measured += 1
+                summary.timed_s += row["timed_s"]
+                summary.disturbed += row["status"] == "disturbed"
+            on_row(row)

@@ -18,11 +18,15 @@ class AgentDied(Exception):
     """The agent's stream ended while a reply was due."""
 
 
+class LinkLost(AgentDied):
+    """The connection to the device dropped (the agent itself may be fine): reconnect, not skip."""
+
+
 class AgentSession:
     """The host end of a running agent: request lines out, JSON rows back."""
 
-    def __init__(self, stdin, stdout, describe_exit):
-        self._in, self._out, self._describe_exit = stdin, stdout, describe_exit
+    def __init__(self, stdin, stdout, describe_exit, on_note=lambda text: None):
+        self._in, self._out, self._describe_exit, self._on_note = stdin, stdout, describe_exit, on_note
         hello = self._read()
         if "fatal" in hello:
             if hello.get("kind") == "config":
@@ -31,16 +35,27 @@ class AgentSession:
         self.facts: dict = hello["facts"]
 
     def _read(self) -> dict:
-        """The next protocol line; a remote shell's own chatter (banners, warnings) is skipped."""
+        """The next protocol line; a remote shell's own chatter (banners, warnings) is skipped.
+
+        Heartbeats only prove the link is alive (a stream with a read timeout raises
+        TimeoutError when they stop, and that is a lost link, not a dead agent).
+        """
         while True:
-            line = self._out.readline()
+            try:
+                line = self._out.readline()
+            except TimeoutError as e:
+                raise LinkLost(f"no word from the agent for too long ({e or 'read timed out'})") from None
             if not line:
                 raise AgentDied(self._describe_exit())
             if line.startswith("{"):
                 try:
-                    return json.loads(line)
+                    doc = json.loads(line)
                 except json.JSONDecodeError:
-                    pass
+                    continue
+                if "waiting" in doc:
+                    self._on_note(doc["waiting"])
+                elif "beat" not in doc:
+                    return doc
 
     def measure(self, key: str, model: str) -> dict:
         try:
@@ -56,18 +71,21 @@ class AgentSession:
 
 class Transport(ABC):
     name: str
+    batch_size = 1  # models staged at a time
 
     @abstractmethod
-    def start_agent(self, config: dict) -> AgentSession:
-        """Start the agent with this measurement config; raise DeviceUnreachable if it can't."""
+    def start_agent(self, config: dict, on_note=lambda text: None) -> AgentSession:
+        """Start the agent with this measurement config; raise DeviceUnreachable if it can't.
+
+        `on_note` hears what the user should know while waiting (device lock, reconnects)."""
 
     @abstractmethod
-    def stage(self, model: Path) -> str:
-        """Make a model file readable by the agent; returns the path the agent should open."""
+    def stage(self, models: list[Path]) -> list[str]:
+        """Make model files readable by the agent, in one batch between timed runs (copying
+        while a model is timed would load the device); returns the paths the agent opens."""
 
-    @abstractmethod
     def unstage(self, remote: str) -> None:
-        """Remove a staged model once it has been timed."""
+        """Remove a staged copy once it has been timed (the host's file is the caller's)."""
 
     def close(self) -> None:
         """Stop the agent and free the connection."""

@@ -14,6 +14,8 @@ from nasctl.errors import DeviceUnreachable
 from nasctl.profile.transports.base import AgentSession, Transport
 
 AGENT = Path(str(resources.files("nasctl_agents") / "agent.py"))
+# Two local profiles at once would time each other's load: the second waits for the first.
+LOCK = Path.home() / ".cache" / "nasctl" / "local-agent.lock"
 
 
 class LocalTransport(Transport):
@@ -24,11 +26,11 @@ class LocalTransport(Transport):
         self._proc: subprocess.Popen | None = None
         self._stderr = tempfile.TemporaryFile(mode="w+")
 
-    def start_agent(self, config: dict) -> AgentSession:
+    def start_agent(self, config: dict, on_note=lambda text: None) -> AgentSession:
         self.close()
         # This process exports the next model while the agent times; that load is ours, not foreign.
         cmd = [sys.executable, str(AGENT), "serve", "--config", json.dumps(config),
-               "--sysfs-root", self.sysfs_root, "--exclude-pid", str(os.getpid())]
+               "--sysfs-root", self.sysfs_root, "--exclude-pid", str(os.getpid()), "--lock", str(LOCK)]
         try:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
@@ -36,7 +38,7 @@ class LocalTransport(Transport):
             )
         except OSError as e:
             raise DeviceUnreachable(f"cannot start the local agent: {e}") from None
-        return AgentSession(self._proc.stdin, self._proc.stdout, self._describe_exit)
+        return AgentSession(self._proc.stdin, self._proc.stdout, self._describe_exit, on_note)
 
     def _describe_exit(self) -> str:
         code = self._proc.wait(timeout=10) if self._proc else None
@@ -44,11 +46,8 @@ class LocalTransport(Transport):
         tail = self._stderr.read().strip().splitlines()[-1:] or [""]
         return f"local agent exited with code {code}: {tail[0][:300]}".rstrip(": ")
 
-    def stage(self, model: Path) -> str:
-        return str(model)
-
-    def unstage(self, remote: str) -> None:
-        Path(remote).unlink(missing_ok=True)
+    def stage(self, models: list[Path]) -> list[str]:
+        return [str(m) for m in models]
 
     def close(self) -> None:
         if self._proc and self._proc.poll() is None:

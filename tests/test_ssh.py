@@ -1,0 +1,154 @@
+"""Profiling through real OpenSSH: a device host in a network namespace (see devicehost.py)."""
+
+import json
+import threading
+
+import pandas as pd
+import pytest
+
+from conftest import nasctl
+from devicehost import DeviceHost, unavailable
+from test_profile import SCHEMA
+
+from nasctl.profile import Store, load_device, profile_archs
+from nasctl.space.archfile import read_archs
+
+why = unavailable()
+pytestmark = pytest.mark.skipif(why is not None, reason=f"SSH device host: {why}")
+
+
+@pytest.fixture(scope="module")
+def host():
+    h = DeviceHost()
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def board(host, tmp_path):
+    host.set_mode("MAXN")
+    host.set_rails_mw(VDD_IN=4000)
+    return host.profile(tmp_path / "board.toml")
+
+
+@pytest.fixture
+def archs(tmp_path):
+    f = tmp_path / "archs.parquet"
+    nasctl("sample", "--n", 8, "--seed", 1, "--resolution", 32, "-o", f, check=0)
+    return f
+
+
+def test_rows_arrive_with_the_local_schema_and_energy_is_rail_power_times_time(host, board, archs, tmp_path):
+    out = tmp_path / "lat.parquet"
+    s = json.loads(nasctl("profile", "--device", board, "--archs", archs, "-o", out, "--json", check=0).stdout)
+    assert (s["measured"], s["errors"], s["reconnects"]) == (8, 0, 0)
+    df = pd.read_parquet(out)
+    assert SCHEMA <= set(df.columns) and df["arch_id"].is_unique and (df["status"] == "ok").all()
+    assert (df["transport"] == "ssh").all() and (df["energy_source"] == "ina3221:iio").all()
+    assert (df["power_mode"] == "MAXN").all() and df["energy_note"].isna().all()
+    expected = 4.0 * df["timed_s"] * 1e3 / df["n_runs"]  # 4 W over the timed runs, per inference
+    assert ((df["energy_mj"] / expected - 1).abs() < 0.01).all()
+    assert ((df["power_w_mean"] - 4.0).abs() < 0.01).all()
+
+    again = json.loads(nasctl("profile", "--device", board, "--archs", archs, "-o", out, "--json", check=0).stdout)
+    assert (again["measured"], again["skipped"]) == (0, 8)
+
+
+def test_energy_follows_the_power_the_test_sets(host, board, archs, tmp_path):
+    space, arch_list = read_archs(archs, None)
+    watts = [2.5, 6.0, 3.0, 9.0, 2.5, 6.0, 3.0, 9.0]
+    host.set_rails_mw(VDD_IN=watts[0] * 1e3, VDD_CPU=1234)  # the input rail is the total
+    seen = []
+
+    def next_power(row):  # runs before the next arch is timed
+        seen.append(row)
+        if len(seen) < len(watts):
+            host.set_rails_mw(VDD_IN=watts[len(seen)] * 1e3, VDD_CPU=1234)
+
+    profile_archs(arch_list, space, load_device(str(board)), Store(tmp_path / "e.parquet"), on_row=next_power)
+    got = [r["power_w_mean"] for r in seen]
+    assert got == pytest.approx(watts, rel=1e-3)
+    for r, w in zip(seen, watts):
+        assert r["energy_mj"] == pytest.approx(w * r["timed_s"] * 1e3 / r["n_runs"], rel=1e-3)
+
+
+def test_a_cut_link_mid_stream_loses_and_duplicates_nothing(host, board, archs, tmp_path):
+    space, arch_list = read_archs(archs, None)
+    store, rows, notes = Store(tmp_path / "cut.parquet"), [], []
+
+    def cut_after_two(row):
+        rows.append(row["arch_id"])
+        if len(rows) == 2:  # the next request and its row are on the wire while the link is down
+            host.link(up=False)
+            threading.Timer(5.0, host.link, kwargs={"up": True}).start()
+
+    s = profile_archs(arch_list, space, load_device(str(board)), store, on_row=cut_after_two, on_note=notes.append)
+    df = pd.read_parquet(tmp_path / "cut.parquet")
+    assert s.reconnects >= 1 and any("reconnecting" in n for n in notes)
+    assert len(rows) == len(df) == 8 and df["arch_id"].is_unique and (df["status"] == "ok").all()
+    assert set(df["arch_id"]) == {a.id for a in arch_list}
+
+
+def test_check_reports_the_device_and_measures_nothing(board):
+    p = nasctl("profile", "--device", board, "--check", "--json", check=0)
+    (facts,) = json.loads(p.stdout)["hosts"]
+    assert facts["power_mode"] == "MAXN" and facts["energy_source"] == "ina3221:iio"
+    assert facts["runtime"] == "onnxruntime" and facts["runtime_version"] and facts["energy_rails"] == ["VDD_IN"]
+
+
+def test_a_board_not_in_maxn_is_refused(host, board, archs, tmp_path):
+    host.set_mode("MODE_15W")
+    out = tmp_path / "lat.parquet"
+    p = nasctl("profile", "--device", board, "--archs", archs, "-o", out, check=2)
+    assert "power mode MODE_15W, the profile requires MAXN" in p.stderr and not out.exists()
+
+
+def test_host_keys_are_checked(host, board, tmp_path):
+    unknown = host.profile(tmp_path / "unknown.toml", known_hosts=str(tmp_path / "empty_known_hosts"))
+    p = nasctl("profile", "--device", unknown, "--check", check=2)
+    assert "host key unknown" in p.stderr and "--trust-new-host-key" in p.stderr
+
+    nasctl("profile", "--device", unknown, "--check", "--trust-new-host-key", check=0)
+    assert host.address in (tmp_path / "empty_known_hosts").read_text()  # trusted once, saved
+    nasctl("profile", "--device", unknown, "--check", check=0)
+
+    other = tmp_path / "other_known_hosts"  # a different key on record for that address
+    line = host.known_hosts.read_text().split()
+    impostor = (host.dir / "client_ed25519.pub").read_text().split()
+    other.write_text(f"{line[0]} {impostor[0]} {impostor[1]}\n")
+    changed = host.profile(tmp_path / "changed.toml", known_hosts=str(other))
+    for extra in ([], ["--trust-new-host-key"]):  # a changed key is never trusted
+        p = nasctl("profile", "--device", changed, "--check", *extra, check=2)
+        assert "host key CHANGED" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_key_fails_clearly(host, tmp_path):
+    import subprocess
+
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    p = nasctl("profile", "--device", host.profile(tmp_path / "b.toml", key=str(stranger)), "--check", check=2)
+    assert "authentication failed" in p.stderr and "Traceback" not in p.stderr
+    junk = tmp_path / "junk"
+    junk.write_text("not a key\n")
+    p = nasctl("profile", "--device", host.profile(tmp_path / "j.toml", key=str(junk)), "--check", check=2)
+    assert "ssh key" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_paths_reach_the_agent_quoted_never_through_a_shell(host, tmp_path, archs):
+    marker = host.home / "pwned"
+    board = host.profile(tmp_path / "q.toml", workdir=".nasctl $(touch pwned); touch pwned")
+    host.set_mode("MAXN")
+    out = tmp_path / "q.parquet"
+    nasctl("profile", "--device", board, "--archs", archs, "-o", out, check=0)
+    assert len(pd.read_parquet(out)) == 8 and not marker.exists()
+
+
+def test_an_unreachable_board_exits_3(host, tmp_path):
+    board = host.profile(tmp_path / "u.toml", connect_timeout_s=1.0)
+    host.link(up=False)
+    try:
+        p = nasctl("profile", "--device", board, "--check", check=3)
+    finally:
+        host.link(up=True)
+    assert host.address in p.stderr and len(p.stderr.strip().splitlines()) == 1
