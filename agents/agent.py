@@ -659,7 +659,7 @@ def serve(config: dict, root: Path, exclude: tuple[int, ...] = (), heartbeat_s: 
     if heartbeat_s > 0:
         threading.Thread(target=heartbeat, args=(out, heartbeat_s), daemon=True).start()
     try:
-        lock_file = take_lock(lock, out) if lock else None  # noqa: F841 - open (locked) for the agent's life
+        lock_file = take_lock(lock, out) if lock else None  # held until serve returns
         if runtime_name not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime_name!r} (agent has: {', '.join(RUNTIMES)})")
         runtime = RUNTIMES[runtime_name](config)
@@ -690,6 +690,8 @@ def serve(config: dict, root: Path, exclude: tuple[int, ...] = (), heartbeat_s: 
     finally:
         if meter is not None:
             meter.close()
+        if lock_file is not None:
+            lock_file.close()
     return 0
 
 

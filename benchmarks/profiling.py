@@ -19,16 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from scipy import stats
 
-
-def nasctl(*args) -> dict:
-    p = subprocess.run([sys.executable, "-m", "nasctl", *map(str, args), "--json", "-q"], capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"nasctl {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr.strip()}")
-    return json.loads(p.stdout)
+from clirun import nasctl
 
 
 def throughput(work: Path, device: str) -> dict:

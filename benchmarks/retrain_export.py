@@ -11,24 +11,17 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+
+from clirun import nasctl
 
 ARCHS = {
     "mixed": "k3_e6-k5_e3-skip-k3_e3-k5_e6-k3_e3-skip-k7_e3-k3_e6-k5_e3-k3_e3-skip-k5_e6-k3_e3-k7_e3-skip-k5_e6-k3_e3-skip-k7_e6-k3_e6",
     "skips_and_k7": "k7_e3-skip-skip-skip-k7_e6-skip-skip-skip-k7_e3-skip-skip-skip-k7_e6-skip-skip-skip-k7_e3-skip-skip-skip-k7_e6",
     "largest": "-".join(["k7_e6"] * 21),
 }
-
-
-def nasctl(*args) -> dict:
-    p = subprocess.run([sys.executable, "-m", "nasctl", *map(str, args), "--json", "-q"], capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"nasctl {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr.strip()}")
-    return json.loads(p.stdout)
 
 
 def main():

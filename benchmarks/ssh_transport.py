@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -26,15 +25,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from devicehost import DeviceHost, unavailable  # noqa: E402
 
+from clirun import nasctl  # noqa: E402
+
 from nasctl.profile import Store, load_device, profile_archs  # noqa: E402
 from nasctl.space.archfile import read_archs  # noqa: E402
-
-
-def nasctl(*args) -> dict:
-    p = subprocess.run([sys.executable, "-m", "nasctl", *map(str, args), "--json", "-q"], capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"nasctl {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr.strip()}")
-    return json.loads(p.stdout)
 
 
 def board_profile(host: DeviceHost, work: Path) -> Path:
