@@ -82,7 +82,7 @@ def link_cut(work: Path, host: DeviceHost, board: Path) -> dict:
     df = pd.read_parquet(out)
     return {"archs": len(arch_list), "cut_s": 5.0, "reconnects": s.reconnects, "wall_s": time.perf_counter() - t0,
             "rows": len(df), "rows_lost": len({a.id for a in arch_list} - set(df["arch_id"])),
-            "rows_duplicated": len(df) - df["arch_id"].nunique(), "errors": int((df["status"] != "ok").sum())}
+            "rows_duplicated": len(df) - df["arch_id"].nunique(), "status": df["status"].value_counts().to_dict()}
 
 
 def energy(work: Path, host: DeviceHost, board: Path) -> dict:
