@@ -456,6 +456,24 @@ def parse_export_times(text: str, key: str = "computeMs") -> list[float]:
     return times
 
 
+def find_trtexec() -> str:
+    found = shutil.which("trtexec") or ("/usr/src/tensorrt/bin/trtexec" if os.access("/usr/src/tensorrt/bin/trtexec", os.X_OK) else None)
+    if not found:
+        raise ImportError("trtexec not found (JetPack puts it in /usr/src/tensorrt/bin)")
+    return found
+
+
+def build_engine(trtexec: str, onnx: str, engine: str, **options) -> tuple[dict, str]:
+    """`trtexec --saveEngine` here, on the device; returns what its log says and the log itself."""
+    p = subprocess.run(trtexec_argv(onnx, engine, trtexec=trtexec, **options), capture_output=True, text=True)
+    info = parse_trtexec_log(p.stdout)
+    log = p.stdout + p.stderr
+    if p.returncode != 0 or not info["passed"]:
+        tail = log.strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+        raise RuntimeError(f"trtexec could not build the engine: {tail[0][:300]}")
+    return info, log
+
+
 class TensorRT:
     """TensorRT through trtexec. The engine is built here, on the device: engines are tied to
     the TensorRT version and GPU. trtexec runs its own loop, so the protocol's limits become its
@@ -464,23 +482,15 @@ class TensorRT:
     threads = 1
 
     def __init__(self, config: dict):
-        found = shutil.which("trtexec") or ("/usr/src/tensorrt/bin/trtexec" if os.access("/usr/src/tensorrt/bin/trtexec", os.X_OK) else None)
-        if not found:
-            raise ImportError("trtexec not found (JetPack puts it in /usr/src/tensorrt/bin)")
-        self.trtexec = found
+        self.trtexec = find_trtexec()
         precision = config.get("precision", "fp32")
         self.fp16, self.int8 = precision == "fp16", precision == "int8"
         self.workspace_mb = int(config.get("workspace_mb", 1024))
 
     def prepare(self, model: str, input_shape: list[int]) -> "TrtPrepared":
         engine = str(Path(model).with_suffix(".engine"))
-        argv = trtexec_argv(model, engine, fp16=self.fp16, int8=self.int8, workspace_mb=self.workspace_mb,
-                            shape=input_shape, trtexec=self.trtexec)
-        p = subprocess.run(argv, capture_output=True, text=True)
-        info = parse_trtexec_log(p.stdout)
-        if p.returncode != 0 or not info["passed"]:
-            tail = (p.stdout + p.stderr).strip().splitlines()[-1:] or [f"exit {p.returncode}"]
-            raise RuntimeError(f"trtexec could not build the engine: {tail[0][:300]}")
+        info, _ = build_engine(self.trtexec, model, engine, fp16=self.fp16, int8=self.int8,
+                               workspace_mb=self.workspace_mb, shape=input_shape)
         return TrtPrepared(self.trtexec, engine, {
             "provider": "tensorrt", "tensorrt_version": info["tensorrt_version"], "gpu": info["gpu"]})
 
@@ -707,6 +717,21 @@ def _serve_loop(runtime, config, root, exclude, meter, note, power, out) -> None
         out.write({"key": req["key"], **row, **power})
 
 
+def build_engine_command(a) -> int:
+    """Build, keep the log beside the engine (the host fetches both), say where as JSON."""
+    log_path = a.engine + ".log"
+    try:
+        info, log = build_engine(find_trtexec(), a.onnx, a.engine, fp16=a.precision == "fp16",
+                                 int8=a.precision == "int8", workspace_mb=a.workspace_mb,
+                                 shape=[int(d) for d in a.shape.split("x")])
+    except (ImportError, RuntimeError, OSError) as e:
+        print(json.dumps({"fatal": str(e)}))
+        return 1
+    Path(log_path).write_text(log)
+    print(json.dumps({"engine": a.engine, "log": log_path, **info, "host": socket.gethostname()}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="nasctl-agent", description=__doc__.splitlines()[0])
     ap.add_argument("--version", action="version", version=AGENT_VERSION)
@@ -719,9 +744,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--heartbeat", type=float, default=0.0, help="seconds between {\"beat\"} lines (0: none)")
     s.add_argument("--lock", help="lock file that keeps one agent at a time on this device")
     f.add_argument("--runtime", default="onnxruntime")
+    b = sub.add_parser("build-engine", help="build a TensorRT engine from ONNX with trtexec; one JSON line")
+    b.add_argument("--onnx", required=True)
+    b.add_argument("--engine", required=True)
+    b.add_argument("--shape", required=True, help="e.g. 8x3x224x224")
+    b.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    b.add_argument("--workspace-mb", type=int, default=1024)
     for p in (f, s):
         p.add_argument("--sysfs-root", default="/", help="where /proc and /sys are read from")
     a = ap.parse_args(argv)
+    if a.cmd == "build-engine":
+        return build_engine_command(a)
     root = Path(a.sysfs_root)
     if a.cmd == "facts":
         print(json.dumps(facts(root, a.runtime)))

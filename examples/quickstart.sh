@@ -10,7 +10,10 @@ EPOCHS=${EPOCHS:-3}
 mkdir -p "$RUN"
 
 nasctl sample --space proxyless --n "$N" --seed 0 --stratify macs -o "$RUN/archs.parquet"
-nasctl profile --device local-cpu --archs "$RUN/archs.parquet" -o "$RUN/latency.parquet"
+# Exit 1: some archs ended as error or disturbed rows (another process loaded the CPU while they
+# were timed). Measure those once more; a second failure stops the job.
+nasctl profile --device local-cpu --archs "$RUN/archs.parquet" -o "$RUN/latency.parquet" ||
+    { [ $? -eq 1 ] && nasctl profile --device local-cpu --archs "$RUN/archs.parquet" -o "$RUN/latency.parquet" --retry-errors; }
 # A rerun measures nothing twice: every arch is already stored for this device config.
 nasctl profile --device local-cpu --archs "$RUN/archs.parquet" -o "$RUN/latency.parquet" --json > "$RUN/resume.json"
 nasctl fit-predictor "$RUN/latency.parquet" --metric latency_ms -o "$RUN/predictor.pt"

@@ -325,20 +325,22 @@ def export(
     batch: Annotated[int, typer.Option(help="Batch size of the exported input.")] = 1,
     dynamic_batch: Annotated[bool, typer.Option(help="ONNX: leave the batch dimension dynamic.")] = False,
     device: Annotated[Optional[str], typer.Option(help="trt: build the engine on this device (e.g. xavier).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="trt --device: SSH [user@]address[:port], overriding the profile.")] = None,
+    trust_new_host_key: Annotated[bool, typer.Option(help="SSH: accept and save an unknown host key (never a changed one).")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
     """Export a trained model and check it against torch (parity is printed and stored)."""
     from nasctl.export import export_model
 
-    if device is not None:
-        from nasctl.profile import load_device
-        from nasctl.profile.transports import open_transport
-
-        open_transport(load_device(device))  # says plainly when that transport is not available
-    info = export_model(model, format, output, opset=opset, batch=batch, dynamic_batch=dynamic_batch)
-    _emit(as_json, info, f"wrote {output} ({format}); parity max abs diff "
-          f"{info.get('parity_max_abs_diff', float('nan')):.2e}")
+    info = export_model(model, format, output, opset=opset, batch=batch, dynamic_batch=dynamic_batch,
+                        device=device, host=host, trust_new_host_key=trust_new_host_key)
+    if "parity_max_abs_diff" in info:
+        human = f"wrote {output} ({format}); parity max abs diff {info['parity_max_abs_diff']:.2e}"
+    else:
+        human = (f"wrote {output} (TensorRT {info.get('tensorrt_version')}, {info.get('gpu')}, "
+                 f"built on {info.get('built_on') or 'this host'})")
+    _emit(as_json, info, human)
 
 
 def main() -> None:

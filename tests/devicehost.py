@@ -155,7 +155,7 @@ class DeviceHost:
     def link(self, up: bool) -> None:
         _run("ip", "link", "set", self.veth, "up" if up else "down")
 
-    def profile(self, path: Path, **ssh) -> Path:
+    def profile(self, path: Path, runtime: str = "onnxruntime", precision: str = "fp32", **ssh) -> Path:
         """A device profile for this host: fast protocol, INA3221 energy, MAXN required."""
         conf = {"host": self.address, "port": PORT, "user": USER, "key": str(self.key),
                 "known_hosts": str(self.known_hosts), "python": DEVICE_PYTHON,
@@ -163,11 +163,12 @@ class DeviceHost:
         table = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in conf.items())
         path.write_text(f"""name = "testboard"
 transport = "ssh"
-runtime = "onnxruntime"
+runtime = "{runtime}"
 [ssh]
 {table}
 [model]
 batch = 1
+precision = "{precision}"
 [runtime_options]
 threads = 1
 [protocol]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import nasctl
-from devicehost import DeviceHost, unavailable
+from devicehost import DEVICE_PYTHON, DeviceHost, unavailable
 from test_profile import SCHEMA
 
 from nasctl.profile import Store, load_device, profile_archs
@@ -152,3 +152,34 @@ def test_an_unreachable_board_exits_3(host, tmp_path):
     finally:
         host.link(up=True)
     assert host.address in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_trt_engine_is_built_on_the_device_and_fetched_with_its_log(host, tmp_path):
+    """`export --format trt --device`: ONNX up, trtexec (a stand-in printing TensorRT's documented
+    log) on the board, engine and build log back, version and GPU in the sidecar."""
+    from test_export import TINY, TRTEXEC_LOG
+
+    calls = host.bin / "trtexec.calls"
+    (host.bin / "trtexec").write_text(f"""#!{DEVICE_PYTHON}
+import hashlib, json, sys
+opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if "=" in a)
+open("/usr/local/bin/trtexec.calls", "a").write(json.dumps(sys.argv[1:]) + "\\n")
+onnx = open(opts["onnx"], "rb").read()
+open(opts["saveEngine"], "wb").write(b"ENGINE" + hashlib.sha256(onnx).digest())
+print({TRTEXEC_LOG!r})
+""")
+    (host.bin / "trtexec").chmod(0o755)
+    calls.touch()
+    calls.chmod(0o666)  # the stand-in runs as the device user
+    model = tmp_path / "model"
+    nasctl("retrain", "k7_e6-skip-k5_e3-skip", "--space", TINY, "--epochs", 1, "-o", model, check=0)
+    board = host.profile(tmp_path / "jetson.toml", runtime="tensorrt", precision="fp16")
+    out = tmp_path / "model.engine"
+    info = json.loads(nasctl("export", model, "--format", "trt", "--device", board, "-o", out, "--json", check=0).stdout)
+    (argv,) = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert "--fp16" in argv and "--shapes=input:1x3x32x32" in argv and "--memPoolSize=workspace:1024M" in argv
+    assert out.read_bytes().startswith(b"ENGINE") and len(out.read_bytes()) == 6 + 32
+    assert "&&&& PASSED TensorRT.trtexec" in (tmp_path / "model.engine.build.log").read_text()
+    side = json.loads((tmp_path / "model.engine.json").read_text())
+    assert side["tensorrt_version"] == "8.5.2" and side["gpu"] == "Xavier" and side["precision"] == "fp16"
+    assert side == {k: info[k] for k in side} and side["device"] == "testboard"

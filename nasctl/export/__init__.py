@@ -33,10 +33,20 @@ def load_trained(model_dir: str | Path):
 
 
 def export_model(model_dir: str | Path, fmt: str, out: str | Path, *, opset: int = 17, batch: int = 1,
-                 dynamic_batch: bool = False) -> dict:
-    """Export, check parity against torch, and write the artifact and its sidecar atomically."""
+                 dynamic_batch: bool = False, device: str | None = None, host: str | None = None,
+                 trust_new_host_key: bool = False) -> dict:
+    """Export, check parity against torch, and write the artifact and its sidecar atomically.
+
+    A TensorRT engine is built on `device` (a profile name) when one is given, else on this host."""
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r} (one of: {', '.join(FORMATS)})")
+    if device is not None and fmt != "trt":
+        raise UserError("--device is for --format trt (ONNX and TFLite files are built here and run anywhere)")
+    dev = None
+    if device is not None:
+        from nasctl.profile import load_device
+
+        dev = load_device(device)
     arch, model, ckpt = load_trained(model_dir)
     out = Path(out)
     shape = input_shape(arch.space, batch)
@@ -58,6 +68,10 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, *, opset: int
             from importlib.metadata import version
 
             runtime = {"converter": f"litert-torch {version('litert-torch')}", "interpreter": f"ai-edge-litert {version('ai-edge-litert')}"}
+        elif dev is not None:
+            from nasctl.export.trt import export_trt_on_device
+
+            return export_trt_on_device(model, arch, shape, out, ckpt, opset, dev, host, trust_new_host_key)
         else:
             from nasctl.export.trt import export_trt_local
 

@@ -16,12 +16,11 @@ from pathlib import Path
 from nasctl.errors import UserError
 from nasctl_agents.agent import parse_export_times, parse_trtexec_log, trtexec_argv  # device-side, one copy
 
-__all__ = ["build_engine", "export_trt_local", "parse_export_times", "parse_trtexec_log", "trtexec_argv"]
+__all__ = ["build_engine", "export_trt_local", "export_trt_on_device", "parse_export_times", "parse_trtexec_log", "trtexec_argv"]
 
 NO_TRT = (
     "no TensorRT here: build the engine on the device that will run it "
-    "(`nasctl export MODEL --format trt --device xavier`, needs the device's SSH transport), "
-    "or on a host with a GPU and `pip install tensorrt`"
+    "(`nasctl export MODEL --format trt --device xavier`), or on a host with a GPU and `pip install tensorrt`"
 )
 
 
@@ -73,5 +72,41 @@ def export_trt_local(model, arch, shape, out: Path, ckpt: str, opset: int) -> di
         info = build_engine(onnx, Path(tmp) / "model.engine", list(shape))
         atomic_write(out, (Path(tmp) / "model.engine").read_bytes())
     sidecar = {"format": "trt", **_arch_info(arch, shape), **info, "opset": opset, "source_checkpoint_sha256": ckpt}
+    atomic_write(sidecar_path(out), json.dumps(sidecar, indent=2).encode())
+    return {"output": str(out), **sidecar}
+
+
+def export_trt_on_device(model, arch, shape, out: Path, ckpt: str, opset: int, device, host: str | None = None,
+                         trust_new_host_key: bool = False) -> dict:
+    """ONNX here, the engine built on the device by its agent (`trtexec --saveEngine`), then the
+    engine and trtexec's build log fetched back; precision and workspace come from the profile."""
+    from nasctl.export import _arch_info, sidecar_path
+    from nasctl.export.onnx import export_onnx
+    from nasctl.profile.transports import open_transport
+    from nasctl.tables import atomic_write
+
+    if device.runtime != "tensorrt":
+        raise UserError(f"device {device.name!r} runs {device.runtime}, not TensorRT: no engine to build there")
+    log_out = out.with_name(out.name + ".build.log")
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = export_onnx(model, shape, Path(tmp) / f"{arch.id}.onnx", opset)
+        transport = open_transport(device, host, trust_new_host_key)
+        try:
+            (remote,) = transport.stage([onnx])
+            info = transport.run_agent(["build-engine", "--onnx", remote, "--engine", remote + ".engine",
+                                        "--shape", "x".join(map(str, shape)), "--precision", device.precision,
+                                        "--workspace-mb", str(int(device.runtime_options.get("workspace_mb", 1024)))])
+            transport.fetch(info["engine"], Path(tmp) / "model.engine")
+            transport.fetch(info["log"], Path(tmp) / "build.log")
+            for f in (remote, info["engine"], info["log"]):
+                transport.unstage(f)
+        finally:
+            transport.close()
+        atomic_write(out, (Path(tmp) / "model.engine").read_bytes())
+        atomic_write(log_out, (Path(tmp) / "build.log").read_bytes())
+    sidecar = {"format": "trt", **_arch_info(arch, shape), "device": device.name, "built_on": info.get("host"),
+               "tensorrt_version": info.get("tensorrt_version"), "gpu": info.get("gpu"),
+               "compute_capability": info.get("compute_capability"), "precision": device.precision,
+               "build_log": str(log_out), "opset": opset, "source_checkpoint_sha256": ckpt}
     atomic_write(sidecar_path(out), json.dumps(sidecar, indent=2).encode())
     return {"output": str(out), **sidecar}

@@ -11,7 +11,7 @@ import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from nasctl.errors import DeviceUnreachable, UserError
+from nasctl.errors import DeviceUnreachable, NasctlError, UserError
 
 
 class AgentDied(Exception):
@@ -69,6 +69,18 @@ class AgentSession:
         return row
 
 
+def last_json(text: str, where: str, stderr: str = "") -> dict:
+    """The last JSON object line of a one-shot agent command; a "fatal" one is the device's refusal."""
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            doc = json.loads(line)
+            if "fatal" in doc:
+                raise NasctlError(f"{where}: {doc['fatal']}")
+            return doc
+    tail = stderr.strip().splitlines()[-1:] or ["no output"]
+    raise DeviceUnreachable(f"{where}: the agent printed no result ({tail[0][:300]})")
+
+
 class Transport(ABC):
     name: str
     batch_size = 1  # models staged at a time
@@ -86,6 +98,14 @@ class Transport(ABC):
 
     def unstage(self, remote: str) -> None:
         """Remove a staged copy once it has been timed (the host's file is the caller's)."""
+
+    @abstractmethod
+    def run_agent(self, args: list[str]) -> dict:
+        """Run one agent subcommand to completion (e.g. build-engine); its last JSON line."""
+
+    @abstractmethod
+    def fetch(self, remote: str, local: Path) -> None:
+        """Copy a file the agent made back to this host."""
 
     def close(self) -> None:
         """Stop the agent and free the connection."""

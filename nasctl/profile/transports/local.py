@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from nasctl.errors import DeviceUnreachable
-from nasctl.profile.transports.base import AgentSession, Transport
+from nasctl.profile.transports.base import AgentSession, Transport, last_json
 
 AGENT = Path(str(resources.files("nasctl_agents") / "agent.py"))
 # Two local profiles at once would time each other's load: the second waits for the first.
@@ -48,6 +49,13 @@ class LocalTransport(Transport):
 
     def stage(self, models: list[Path]) -> list[str]:
         return [str(m) for m in models]
+
+    def run_agent(self, args: list[str]) -> dict:
+        p = subprocess.run([sys.executable, str(AGENT), *args], capture_output=True, text=True)
+        return last_json(p.stdout, f"local agent {args[0]}", p.stderr)
+
+    def fetch(self, remote: str, local: Path) -> None:
+        shutil.copyfile(remote, local)
 
     def close(self) -> None:
         if self._proc and self._proc.poll() is None:

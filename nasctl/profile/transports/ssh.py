@@ -23,7 +23,7 @@ from pathlib import Path
 import paramiko
 
 from nasctl.errors import DeviceUnreachable, UserError
-from nasctl.profile.transports.base import AgentSession, LinkLost, Transport
+from nasctl.profile.transports.base import AgentSession, LinkLost, Transport, last_json
 from nasctl.profile.transports.local import AGENT
 
 # paramiko logs a traceback for each failed handshake; each becomes one line of ours instead.
@@ -224,6 +224,19 @@ class SshTransport(Transport):
                 if self._client is not None and self._client.get_transport().is_active() and not isinstance(e, TimeoutError):
                     raise DeviceUnreachable(f"ssh {self.t.where}: sftp: {e}") from None
                 self._reconnect(f"link to {self.t.where} lost during upload ({e})")
+
+    def fetch(self, remote: str, local: Path) -> None:
+        tmp = local.with_name(local.name + ".part")
+        self._with_link(lambda: self._sftp.get(remote, str(tmp)))
+        tmp.replace(local)
+
+    def run_agent(self, args: list[str]) -> dict:
+        """One agent subcommand, quoted like the server; it may run long (an engine build)."""
+        chan = self._client.get_transport().open_session(timeout=self.t.connect_timeout_s)
+        chan.exec_command(shlex.join([self.t.python, self._agent, *args]))
+        out = chan.makefile("r").read().decode(errors="replace")
+        err = chan.makefile_stderr("r").read().decode(errors="replace")
+        return last_json(out, f"{args[0]} on {self.t.where}", err)
 
     # -- the agent --------------------------------------------------------------------------
     def start_agent(self, config: dict, on_note=lambda text: None) -> AgentSession:
