@@ -117,6 +117,8 @@ def runtime_version(runtime: str) -> str | None:
             import tensorrt
 
             return tensorrt.__version__
+        if runtime == "tflite":
+            return TfLite.interpreter()[0]
     except ImportError:
         return None
     return None
@@ -399,6 +401,40 @@ class OnnxRuntime:
         return Prepared(lambda: sess.run(None, feed), {"provider": sess.get_providers()[0]})
 
 
+class TfLite:
+    """A .tflite model in the LiteRT interpreter (ai-edge-litert), or the older tflite-runtime."""
+
+    def __init__(self, config: dict):
+        import numpy as np
+
+        self.np = np
+        self.version, self.Interpreter = self.interpreter()
+        self.threads = int(config.get("threads", 1))
+
+    @staticmethod
+    def interpreter():
+        """(name and version, Interpreter class) of the first LiteRT flavour that imports."""
+        from importlib.metadata import version
+
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+
+            return f"ai-edge-litert {version('ai-edge-litert')}", Interpreter
+        except ImportError:
+            from tflite_runtime.interpreter import Interpreter  # ImportError: no TFLite here
+
+            return f"tflite-runtime {version('tflite-runtime')}", Interpreter
+
+    def prepare(self, model: str, input_shape: list[int]) -> "Prepared":
+        it = self.Interpreter(model_path=model, num_threads=self.threads)
+        it.allocate_tensors()
+        inp = it.get_input_details()[0]
+        if list(inp["shape"]) != list(input_shape):
+            raise ValueError(f"model input is {list(inp['shape'])}, the profile says {input_shape}")
+        it.set_tensor(inp["index"], self.np.random.default_rng(0).standard_normal(input_shape).astype(inp["dtype"]))
+        return Prepared(it.invoke, {"provider": "litert-cpu"})
+
+
 class Prepared:
     """A model ready to time in-process: the adaptive protocol calls `run` itself."""
 
@@ -522,7 +558,7 @@ class DeviceBusy(Exception):
     """Another agent kept the device lock past the wait."""
 
 
-RUNTIMES = {"onnxruntime": OnnxRuntime, "tensorrt": TensorRT}
+RUNTIMES = {"onnxruntime": OnnxRuntime, "tensorrt": TensorRT, "tflite": TfLite}
 
 
 # ---- the protocol --------------------------------------------------------------------------

@@ -108,6 +108,7 @@ def profile(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Row store (.parquet or .csv); reruns resume it.")] = None,
     host: Annotated[Optional[list[str]], typer.Option(help="SSH: [user@]address[:port], overriding the profile; "
                                                      "repeat it to shard the archs over several boards of one kind.")] = None,
+    serial: Annotated[Optional[list[str]], typer.Option(help="adb: device serial (see `adb devices`); repeat it for several phones.")] = None,
     check: Annotated[bool, typer.Option("--check", help="Connect, start the agent, print the device facts; measure nothing.")] = False,
     trust_new_host_key: Annotated[bool, typer.Option(help="SSH: accept and save an unknown host key (never a changed one).")] = False,
     space: Annotated[Optional[str], typer.Option(help="Space (default: the arch file's 'space' column).")] = None,
@@ -124,7 +125,12 @@ def profile(
     from nasctl.space.archfile import read_archs
 
     dev = load_device(device)
-    hosts = host or [None]
+    if host and serial:
+        raise UserError("--host is for SSH devices, --serial for adb ones: not both")
+    if (host and dev.transport != "ssh") or (serial and dev.transport != "adb"):
+        raise UserError(f"device {dev.name!r} uses the {dev.transport} transport: "
+                        f"{'--host' if host else '--serial'} does not apply")
+    hosts = host or serial or [None]
     note = (lambda text: None) if quiet else (lambda text: err.print(f"[yellow]{text}[/]"))
     if check:
         facts = [check_device(dev, h, trust_new_host_key, note) for h in hosts]

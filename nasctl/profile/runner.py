@@ -7,6 +7,7 @@ they arrive; an arch that fails to export or run becomes an error row and the lo
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import queue
 import tempfile
@@ -21,6 +22,7 @@ import torch
 from nasctl import __version__
 from nasctl.errors import DeviceUnreachable, UserError
 from nasctl.export.onnx import export_onnx
+from nasctl.export.tflite import EXTRA as TFLITE_EXTRA, export_tflite
 from nasctl.models import arch_cost, build
 from nasctl.profile.devices import DeviceProfile
 from nasctl.profile.store import Store
@@ -60,9 +62,13 @@ def _exporter(todo: list[Arch], device: DeviceProfile, workdir: Path, out: queue
         if arch is None:
             item = None
         else:
-            path = workdir / f"{arch.id}.onnx"
+            path = workdir / f"{arch.id}.{'tflite' if device.runtime == 'tflite' else 'onnx'}"
             try:
-                export_onnx(build(arch), device.input_shape(arch.space.params.resolution), path, device.opset)
+                shape = device.input_shape(arch.space.params.resolution)
+                if device.runtime == "tflite":
+                    export_tflite(build(arch).eval(), shape, path)
+                else:
+                    export_onnx(build(arch), shape, path, device.opset)
                 item = (arch, path, None)
             except Exception as e:  # a net that cannot export is an error row, not a crash
                 item = (arch, None, f"export: {type(e).__name__}: {e}".splitlines()[0][:500])
@@ -174,6 +180,8 @@ def profile_archs(
     free, so faster boards measure more; each board's agent holds that board's lock.
     """
     t0 = time.perf_counter()
+    if device.runtime == "tflite" and importlib.util.find_spec("litert_torch") is None:
+        raise UserError(f"device {device.name!r} times .tflite models: {TFLITE_EXTRA}")
     config = device.agent_config(space.params.resolution)
     devices: list[_Device] = []
     try:

@@ -6,21 +6,21 @@ from nasctl.profile.transports.base import AgentDied, AgentSession, LinkLost, Tr
 from nasctl.profile.transports.local import LocalTransport
 
 
-def open_transport(device: DeviceProfile, host: str | None = None, trust_new_host_key: bool = False) -> Transport:
-    """Connect to the device; `host` ([user@]address[:port]) overrides the profile's."""
+def open_transport(device: DeviceProfile, address: str | None = None, trust_new_host_key: bool = False) -> Transport:
+    """Connect to the device. `address` overrides the profile's: an SSH [user@]host[:port]
+    (`--host`) or an adb serial (`--serial`)."""
     root = device.energy.get("sysfs_root", "/")
-    if host is not None and device.transport != "ssh":
-        raise UserError(f"--host is for SSH devices; {device.name!r} uses the {device.transport} transport")
     if device.transport == "local":
+        if address is not None:
+            raise UserError(f"device {device.name!r} is this machine: --host/--serial do not apply")
         return LocalTransport(root)
     if device.transport == "ssh":
         from nasctl.profile.transports.ssh import SshTarget, SshTransport
 
-        return SshTransport(SshTarget.from_profile(device.connection, host, root), trust_new_host_key)
-    raise UserError(
-        f"device {device.name!r} uses the {device.transport} transport, which this nasctl "
-        "version does not have yet (only 'local' and 'ssh')"
-    )
+        return SshTransport(SshTarget.from_profile(device.connection, address, root), trust_new_host_key)
+    from nasctl.profile.transports.adb import AdbTarget, AdbTransport
+
+    return AdbTransport(AdbTarget.from_profile(device.connection, address, root))
 
 
 __all__ = ["AgentDied", "AgentSession", "LinkLost", "LocalTransport", "Transport", "open_transport"]

@@ -1,0 +1,137 @@
+"""Profiling through the real `adb` client and server, against the test adbd (tests/adbd.py)."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from adbd import Adbd
+from conftest import nasctl
+from devicehost import DEVICE_PYTHON
+from test_profile import SCHEMA
+
+pytestmark = pytest.mark.skipif(shutil.which("adb") is None, reason="adb not installed (Debian: adb; tests/setup-hosts.sh)")
+PHONE_PYTHON = DEVICE_PYTHON if os.path.exists(DEVICE_PYTHON) else sys.executable  # no torch there, where it exists
+
+
+@pytest.fixture(scope="module")
+def adb_server():
+    """A private adb server, so the tests never touch the user's devices or server."""
+    port = str(5100 + os.getpid() % 800)
+    old = os.environ.get("ANDROID_ADB_SERVER_PORT")
+    os.environ["ANDROID_ADB_SERVER_PORT"] = port
+    subprocess.run(["adb", "start-server"], check=True, capture_output=True)
+    yield port
+    subprocess.run(["adb", "kill-server"], capture_output=True)
+    if old is None:
+        del os.environ["ANDROID_ADB_SERVER_PORT"]
+    else:
+        os.environ["ANDROID_ADB_SERVER_PORT"] = old
+
+
+def connect(adbd: Adbd) -> None:
+    subprocess.run(["adb", "connect", adbd.serial], check=True, capture_output=True, timeout=30)
+    subprocess.run(["adb", "-s", adbd.serial, "wait-for-any-device"], capture_output=True, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def phone(adb_server, tmp_path_factory):
+    home = tmp_path_factory.mktemp("phone")
+    d = Adbd(home)
+    connect(d)
+    yield d
+    subprocess.run(["adb", "disconnect", d.serial], capture_output=True)
+    d.close()
+
+
+def profile_for(phone: Adbd, path, runtime: str = "onnxruntime", **adb) -> str:
+    conf = {"serial": phone.serial, "python": PHONE_PYTHON, "workdir": str(phone.home / "nasctl"), **adb}
+    table = "\n".join(f"{k} = {json.dumps(v)}" for k, v in conf.items())
+    path.write_text(f"""name = "testphone"
+transport = "adb"
+runtime = "{runtime}"
+[adb]
+{table}
+[runtime_options]
+threads = 1
+[protocol]
+warmup_runs = 2
+min_runs = 20
+min_time_s = 0.3
+max_time_s = 1.0
+max_other_busy = 1.0
+""")
+    return str(path)
+
+
+@pytest.fixture
+def archs(tmp_path):
+    f = tmp_path / "archs.parquet"
+    nasctl("sample", "--n", 5, "--seed", 2, "--resolution", 32, "-o", f, check=0)
+    return f
+
+
+def test_rows_arrive_through_adb_with_the_local_schema_and_resume(phone, archs, tmp_path):
+    dev = profile_for(phone, tmp_path / "phone.toml")
+    out = tmp_path / "lat.parquet"
+    s = json.loads(nasctl("profile", "--device", dev, "--archs", archs, "-o", out, "--json", check=0).stdout)
+    assert (s["measured"], s["errors"]) == (5, 0)
+    df = pd.read_parquet(out)
+    assert SCHEMA <= set(df.columns) and (df["transport"] == "adb").all() and (df["status"] == "ok").all()
+    assert df["arch_id"].is_unique and (df["latency_ms"] > 0).all()
+    assert not list((phone.home / "nasctl").glob("models-*"))  # staged models cleaned up
+    again = json.loads(nasctl("profile", "--device", dev, "--archs", archs, "-o", out, "--json", check=0).stdout)
+    assert (again["measured"], again["skipped"]) == (0, 5)
+
+
+def test_serial_on_the_command_line_and_check(phone, tmp_path):
+    dev = profile_for(phone, tmp_path / "phone.toml", serial="")
+    p = nasctl("profile", "--device", dev, "--serial", phone.serial, "--check", "--json", check=0)
+    (facts,) = json.loads(p.stdout)["hosts"]
+    assert facts["runtime"] == "onnxruntime" and facts["agent_version"]
+
+
+def test_unknown_and_unauthorized_devices_fail_clearly(adb_server, phone, tmp_path):
+    p = nasctl("profile", "--device", profile_for(phone, tmp_path / "x.toml", serial="nosuchphone"), "--check", check=3)
+    assert "device nosuchphone not found" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+    locked = Adbd(tmp_path, authorized=False)
+    try:
+        subprocess.run(["adb", "connect", locked.serial], capture_output=True, timeout=30)
+        for _ in range(50):  # "authorizing" first, then "unauthorized" once the key exchange fails
+            if f"{locked.serial}\tunauthorized" in subprocess.run(["adb", "devices"], capture_output=True, text=True).stdout:
+                break
+            time.sleep(0.1)
+        p = nasctl("profile", "--device", profile_for(locked, tmp_path / "u.toml"), "--check", check=3)
+        # "unauthorized", or "waiting for authorization" while the server retries its keys
+        assert "RSA key prompt" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    finally:
+        subprocess.run(["adb", "disconnect", locked.serial], capture_output=True)
+        locked.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None or importlib.util.find_spec("ai_edge_litert") is None,
+                    reason="the [tflite] extra is not installed (litert-torch converts, ai-edge-litert times)")
+def test_tflite_models_are_timed_in_litert_on_the_phone(phone, archs, tmp_path):
+    """This host plays the phone: its Python has the LiteRT interpreter."""
+    dev = profile_for(phone, tmp_path / "tfl.toml", runtime="tflite", python=sys.executable)
+    out = tmp_path / "tfl.parquet"
+    s = json.loads(nasctl("profile", "--device", dev, "--archs", archs, "-o", out, "--json", check=0).stdout)
+    df = pd.read_parquet(out)
+    assert s["measured"] == 5 and (df["status"] == "ok").all() and (df["provider"] == "litert-cpu").all()
+    assert df["runtime_version"].str.startswith("ai-edge-litert").all() and (df["latency_ms"] > 0).all()
+
+
+def test_a_tflite_device_without_the_extra_says_so(phone, archs, tmp_path):
+    if importlib.util.find_spec("litert_torch") is not None:
+        pytest.skip("the [tflite] extra is installed here")
+    out = tmp_path / "tfl.parquet"
+    p = nasctl("profile", "--device", profile_for(phone, tmp_path / "t.toml", runtime="tflite"), "--archs", archs,
+               "-o", out, check=2)
+    assert "[tflite] extra" in p.stderr and not out.exists()
