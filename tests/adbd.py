@@ -4,7 +4,8 @@ talk to it as to a phone reached with `adb connect`.
 It speaks CNXN/AUTH/OPEN/OKAY/WRTE/CLSE with one WRTE in flight per stream (no delayed acks),
 the shell v2 service (stdin/stdout/stderr/exit packets), and the sync service (STAT, SEND, RECV,
 QUIT) for push and pull. Files live on this host, under the temp directory the test gives as
-the phone's home; shell commands run with a local `sh -c` there.
+the phone's home; shell commands run with a local `sh -c` there, its bin/ first on PATH (where a
+test puts stand-ins for phone commands such as getprop).
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ class Connection:
         """shell,v2[,options]:COMMAND -> sh -c COMMAND, its streams framed as shell v2 packets."""
         command = service.split(":", 1)[1]
         proc = subprocess.Popen(["sh", "-c", command], cwd=self.home, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env={**os.environ, "HOME": str(self.home)})
+                                stderr=subprocess.PIPE,
+                                env={**os.environ, "HOME": str(self.home), "PATH": f"{self.home / 'bin'}:{os.environ['PATH']}"})
 
         def pump(pipe, ident):
             for chunk in iter(lambda: os.read(pipe.fileno(), 65536), b""):

@@ -135,3 +135,55 @@ def test_a_tflite_device_without_the_extra_says_so(phone, archs, tmp_path):
     p = nasctl("profile", "--device", profile_for(phone, tmp_path / "t.toml", runtime="tflite"), "--archs", archs,
                "-o", out, check=2)
     assert "[tflite] extra" in p.stderr and not out.exists()
+
+
+# benchmark_model's output as TFLite's documentation shows it (times in microseconds).
+BENCHMARK_MODEL_OUT = """STARTING!
+Log parameter values verbosely: [0]
+Num threads: [1]
+Graph: [/data/local/tmp/model.tflite]
+Loaded model /data/local/tmp/model.tflite
+INFO: Initialized TensorFlow Lite runtime.
+The input model file size (MB): 4.27635
+Initialized session in 3.789ms.
+Running benchmark for at least 5 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+count=35 first=27296 curr=14099 min=13848 max=27296 avg=14330.1 std=2231
+
+Running benchmark for at least 20 iterations and at least 0.3 seconds but terminate if exceeding 1 seconds.
+count=71 first=14079 curr=14063 min=13850 max=14592 avg=14083.8 std=112
+
+Inference timings in us: Init: 3789, First inference: 27296, Warmup (avg): 14330.1, Inference (avg): 14083.8
+Memory footprint delta from the start of the tool (MB): init=5.07422 overall=10.6016
+"""
+
+
+def test_benchmark_model_output_is_parsed():
+    from nasctl.profile.transports.adb import parse_benchmark_model
+
+    r = parse_benchmark_model(BENCHMARK_MODEL_OUT)
+    assert r["n_runs"] == 71 and r["latency_ms"] == pytest.approx(14.0838) and r["latency_stat"] == "mean"
+    assert (r["latency_min_ms"], r["latency_max_ms"], r["latency_std_ms"]) == (13.85, 14.592, 0.112)
+    assert r["first_inference_ms"] == pytest.approx(27.296) and r["timed_s"] == pytest.approx(71 * 0.0140838)
+    with pytest.raises(ValueError, match="no timings"):
+        parse_benchmark_model("ERROR: Could not open 'x.tflite'.\nAborted")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None, reason="the [tflite] extra is not installed")
+def test_a_phone_without_python_is_timed_with_benchmark_model(phone, archs, tmp_path):
+    """A benchmark_model stand-in on the phone prints the documented output; its flags come
+    from the profile's protocol."""
+    bin_ = phone.home / "bin"
+    bin_.mkdir(exist_ok=True)
+    (bin_ / "getprop").write_text('#!/bin/sh\ncase "$1" in ro.product.model) echo Pixel 7;; '
+                                  'ro.board.platform) echo gs201;; ro.build.version.release) echo 14;; esac\n')
+    (bin_ / "benchmark_model").write_text(f"#!/bin/sh\necho \"$@\" >> {bin_}/bm.calls\ncat <<'EOF'\n{BENCHMARK_MODEL_OUT}EOF\n")
+    for f in ("getprop", "benchmark_model"):
+        (bin_ / f).chmod(0o755)
+    dev = profile_for(phone, tmp_path / "bm.toml", runtime="tflite", benchmark_model=str(bin_ / "benchmark_model"))
+    out = tmp_path / "bm.parquet"
+    s = json.loads(nasctl("profile", "--device", dev, "--archs", archs, "-o", out, "--json", check=0).stdout)
+    df = pd.read_parquet(out)
+    assert s["measured"] == 5 and (df["provider"] == "benchmark_model").all() and (df["latency_stat"] == "mean").all()
+    assert (df["cpu_model"] == "Pixel 7 (gs201)").all() and df["energy_mj"].isna().all()
+    calls = (bin_ / "bm.calls").read_text().splitlines()
+    assert len(calls) == 5 and all("--num_threads=1" in c and "--num_runs=20" in c and ".tflite" in c for c in calls)

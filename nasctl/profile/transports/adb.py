@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 import shlex
 import shutil
 import subprocess
@@ -32,6 +33,9 @@ class AdbTarget:
     python: str = "python3"
     workdir: str = "/data/local/tmp/nasctl"
     upload_batch: int = 8
+    # A phone without Python: TFLite's benchmark_model binary (its path on the phone, or a file
+    # here that is pushed first) times each model instead of the agent.
+    benchmark_model: str = ""
     sysfs_root: str = "/"
 
     @classmethod
@@ -74,6 +78,11 @@ class AdbTransport(Transport):
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self._shell("mkdir", "-p", posixpath.dirname(self._agent), self._models)
         self._adb("push", str(AGENT), self._agent)
+        self._benchmark_model = target.benchmark_model
+        if target.benchmark_model and Path(target.benchmark_model).is_file():  # a binary from here: push it
+            self._benchmark_model = posixpath.join(target.workdir, "benchmark_model")
+            self._adb("push", target.benchmark_model, self._benchmark_model)
+            self._shell("chmod", "755", self._benchmark_model)
 
     def _argv(self, *args: str) -> list[str]:
         return [self.t.adb, *(["-s", self.t.serial] if self.t.serial else []), *args]
@@ -107,6 +116,8 @@ class AdbTransport(Transport):
         self._shell("rm", "-f", remote)
 
     def start_agent(self, config: dict, on_note=lambda text: None) -> AgentSession:
+        if self.t.benchmark_model:
+            return BenchmarkModelSession(self, config)
         self._stop()
         argv = [self.t.python, self._agent, "serve", "--config", json.dumps(config, sort_keys=True),
                 "--sysfs-root", self.t.sysfs_root, "--lock", posixpath.join(self.t.workdir, "device.lock")]
@@ -146,3 +157,55 @@ class AdbTransport(Transport):
             self._shell("rm", "-rf", self._models)
         except DeviceUnreachable:
             pass  # unplugged: a stale models folder is the only trace left
+
+
+# benchmark_model's summary lines, as its documentation shows them (microseconds).
+_BM_RUNS = re.compile(r"count=(\d+) first=(\d+) curr=(\d+) min=(\d+) max=(\d+) avg=([\d.e+]+) std=(\d+)")
+_BM_TIMINGS = re.compile(r"Inference timings in us: Init: ([\d.]+), First inference: ([\d.]+), "
+                         r"Warmup \(avg\): ([\d.e+]+), Inference \(avg\): ([\d.e+]+)")
+
+
+def parse_benchmark_model(text: str) -> dict:
+    """The timed runs' figures from benchmark_model's output: the last `count=...` line is the
+    timed loop (the first is the warm-up). It prints no median: latency_ms is its mean, and the
+    row says so (`latency_stat`)."""
+    runs, timings = _BM_RUNS.findall(text), _BM_TIMINGS.search(text)
+    if not runs or not timings:
+        tail = text.strip().splitlines()[-1:] or ["no output"]
+        raise ValueError(f"benchmark_model printed no timings: {tail[0][:300]}")
+    count, _first, _curr, lo, hi, avg, std = runs[-1]
+    mean = float(avg) / 1e3
+    return {"latency_ms": mean, "latency_stat": "mean", "latency_mean_ms": mean, "latency_min_ms": int(lo) / 1e3,
+            "latency_max_ms": int(hi) / 1e3, "latency_std_ms": int(std) / 1e3, "latency_cv": int(std) / 1e3 / mean,
+            "n_runs": int(count), "timed_s": int(count) * mean / 1e3, "init_ms": float(timings.group(1)) / 1e3,
+            "first_inference_ms": float(timings.group(2)) / 1e3}
+
+
+class BenchmarkModelSession:
+    """Times each model with benchmark_model over `adb shell`; the profile's protocol becomes its
+    warm-up and run limits. No agent runs, so there is no energy sampling: the row says why."""
+
+    def __init__(self, transport: AdbTransport, config: dict):
+        self._t, self._config = transport, config
+        prop = {k: transport._shell("getprop", k).strip() for k in ("ro.product.model", "ro.board.platform",
+                                                                       "ro.build.version.release", "ro.serialno")}
+        self.facts = {"host": prop["ro.serialno"] or transport.t.serial, "runtime": "tflite",
+                      "cpu_model": prop["ro.product.model"] + (f" ({prop['ro.board.platform']})" if prop["ro.board.platform"] else ""),
+                      "os": f"Android {prop['ro.build.version.release']}".strip(), "runtime_version": "benchmark_model",
+                      "agent_version": None, "energy_source": "none",
+                      "energy_note": "benchmark_model mode: no agent on the phone samples power"}
+
+    def measure(self, key: str, model: str) -> dict:
+        p = {**{"warmup_runs": 5, "warmup_s": 0.1, "min_runs": 10, "min_time_s": 1.0, "max_time_s": 10.0},
+             **self._config.get("protocol", {})}
+        argv = [self._t._benchmark_model, f"--graph={model}", f"--num_threads={int(self._config.get('threads', 1))}",
+                f"--warmup_runs={int(p['warmup_runs'])}", f"--warmup_min_secs={float(p['warmup_s'])}",
+                f"--num_runs={int(p['min_runs'])}", f"--min_secs={float(p['min_time_s'])}",
+                f"--max_secs={float(p['max_time_s'])}"]
+        out = subprocess.run(self._t._argv("shell", shlex.join(argv)), capture_output=True, text=True)
+        try:
+            figures = parse_benchmark_model(out.stdout + out.stderr)
+        except ValueError as e:
+            return {"key": key, "status": "error", "error": str(e)}
+        return {"key": key, "status": "ok", "provider": "benchmark_model", **figures, "energy_mj": None,
+                "power_w_mean": None, "energy_source": "none", "energy_note": self.facts["energy_note"]}
