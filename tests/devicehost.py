@@ -50,12 +50,16 @@ def _run(*argv: str, **kw) -> str:
 
 
 class DeviceHost:
-    def __init__(self):
-        tag = f"{os.getpid() % 100000}"
+    def __init__(self, index: int = 0, client_key: Path | None = None):
+        """`index` tells boards of one test apart (own namespace, subnet and user); a board given
+        `client_key` lets in the same key as another one."""
+        tag = f"{os.getpid() % 10000}{index}"
         self.netns = f"nasctl-dev-{tag}"
         self.veth = f"ndh{tag}"  # host end; the device end is nds<tag>
-        octet = os.getpid() % 250 + 1
+        octet = (os.getpid() + 101 * index) % 250 + 1
         self.address = f"10.213.{octet}.2"
+        self.user = f"{USER}{index or ''}"
+        self._client_key = client_key
         self.dir = Path(tempfile.mkdtemp(prefix="nasctl-devhost-"))
         self.sys = self.dir / "sys"  # becomes the device's /sys/bus
         self.bin = self.dir / "bin"  # becomes the device's /usr/local/bin
@@ -74,19 +78,22 @@ class DeviceHost:
 
     def _user(self) -> None:
         try:
-            pwd.getpwnam(USER)
+            pwd.getpwnam(self.user)
         except KeyError:
-            _run("useradd", "--create-home", "--shell", "/bin/sh", USER)
-        _run("usermod", "-p", "*", USER)  # no password, but not "locked": sshd takes keys
-        self.home = Path(pwd.getpwnam(USER).pw_dir)
+            _run("useradd", "--create-home", "--shell", "/bin/sh", self.user)
+        _run("usermod", "-p", "*", self.user)  # no password, but not "locked": sshd takes keys
+        self.home = Path(pwd.getpwnam(self.user).pw_dir)
 
     def _keys(self) -> None:
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / "host_ed25519"))
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
+        if self._client_key is None:
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
+        else:
+            self.key = self._client_key
         ssh = self.home / ".ssh"
         ssh.mkdir(mode=0o700, exist_ok=True)
         (ssh / "authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
-        pw = pwd.getpwnam(USER)
+        pw = pwd.getpwnam(self.user)
         for p in (ssh, ssh / "authorized_keys"):
             os.chown(p, pw.pw_uid, pw.pw_gid)
         (ssh / "authorized_keys").chmod(0o600)
@@ -104,7 +111,7 @@ class DeviceHost:
             f"Port {PORT}\nListenAddress {self.address}\nHostKey {self.dir / 'host_ed25519'}\n"
             f"PidFile {self.dir / 'sshd.pid'}\nAuthorizedKeysFile .ssh/authorized_keys\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin no\n"
-            f"AllowUsers {USER}\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
+            f"AllowUsers {self.user}\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n"
         )
 
     def _network(self, octet: int) -> None:
@@ -120,10 +127,11 @@ class DeviceHost:
     def _sshd(self) -> None:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
         # `ip netns exec` gives the command its own mount table; the binds stay in there.
-        script = (f"mount --bind {self.sys} /sys/bus && mount --bind {self.bin} /usr/local/bin && "
+        # Its own UTS namespace too: the board has its own host name (the netns's name).
+        script = (f"hostname {self.netns} && mount --bind {self.sys} /sys/bus && mount --bind {self.bin} /usr/local/bin && "
                   f"exec {SSHD} -D -e -f {self.dir / 'sshd_config'}")
         self._log = open(self.dir / "sshd.log", "w")
-        self._proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "sh", "-c", script],
+        self._proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "--uts", "sh", "-c", script],
                                       stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while True:
@@ -157,7 +165,7 @@ class DeviceHost:
 
     def profile(self, path: Path, runtime: str = "onnxruntime", precision: str = "fp32", **ssh) -> Path:
         """A device profile for this host: fast protocol, INA3221 energy, MAXN required."""
-        conf = {"host": self.address, "port": PORT, "user": USER, "key": str(self.key),
+        conf = {"host": self.address, "port": PORT, "user": self.user, "key": str(self.key),
                 "known_hosts": str(self.known_hosts), "python": DEVICE_PYTHON,
                 "heartbeat_s": 0.5, "link_timeout_s": 3.0, "reconnect_s": 60.0, **ssh}
         table = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in conf.items())
@@ -190,7 +198,7 @@ set_if_allowed = false
         return path
 
     def close(self) -> None:
-        subprocess.run(["pkill", "-KILL", "-u", USER], capture_output=True)
+        subprocess.run(["pkill", "-KILL", "-u", self.user], capture_output=True)
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()

@@ -183,3 +183,23 @@ print({TRTEXEC_LOG!r})
     side = json.loads((tmp_path / "model.engine.json").read_text())
     assert side["tensorrt_version"] == "8.5.2" and side["gpu"] == "Xavier" and side["precision"] == "fp16"
     assert side == {k: info[k] for k in side} and side["device"] == "testboard"
+
+
+def test_a_fleet_shares_the_archs_out_one_stream_per_board(host, tmp_path, archs):
+    second = DeviceHost(index=1, client_key=host.key)
+    try:
+        for h in (host, second):
+            h.set_mode("MAXN")
+            h.set_rails_mw(VDD_IN=4000)
+        known = tmp_path / "known_hosts"
+        known.write_text(host.known_hosts.read_text() + second.known_hosts.read_text())
+        board = host.profile(tmp_path / "fleet.toml", known_hosts=str(known))
+        out = tmp_path / "fleet.parquet"
+        hosts = [x for h in (host, second) for x in ("--host", f"{h.user}@{h.address}:2222")]
+        s = json.loads(nasctl("profile", "--device", board, *hosts, "--archs", archs, "-o", out, "--json", check=0).stdout)
+        df = pd.read_parquet(out)
+        assert s["measured"] == 8 and df["arch_id"].is_unique and df["config_id"].nunique() == 1
+        per_board = df["host"].value_counts()
+        assert set(per_board.index) == {host.netns, second.netns} and per_board.min() >= 1
+    finally:
+        second.close()
