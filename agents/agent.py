@@ -264,7 +264,10 @@ class EnergyMeter:
 
     def _run(self):
         while not self._stop.is_set():
-            self.samples.append((time.perf_counter(), total_mw(self.read())))
+            try:
+                self.samples.append((time.perf_counter(), total_mw(self.read())))
+            except (TypeError, ValueError, OSError):  # a sensor read that failed or came back empty:
+                pass  # skip that sample (integration spans the gap) rather than lose the meter
             self._stop.wait(self.period_s)
 
     def __exit__(self, *exc):

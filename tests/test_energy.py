@@ -68,7 +68,8 @@ def test_changing_rail_power_is_integrated(tmp_path, onnx_model):
     def flip():  # 2 W and 8 W alternating every 50 ms: the mean is 5 W
         hi = False
         while not stop.is_set():
-            (d / "in_power0_input").write_text("8000\n" if hi else "2000\n")
+            (d / "tmp").write_text("8000\n" if hi else "2000\n")
+            (d / "tmp").rename(d / "in_power0_input")  # as sysfs: a read never sees half a value
             hi = not hi
             time.sleep(0.05)
     t = threading.Thread(target=flip)
