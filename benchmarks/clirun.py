@@ -5,8 +5,9 @@ import subprocess
 import sys
 
 
-def nasctl(*args) -> dict:
+def nasctl(*args, ok=(0,)) -> dict:
+    """Run nasctl with --json; exit codes outside `ok` stop the benchmark with nasctl's message."""
     p = subprocess.run([sys.executable, "-m", "nasctl", *map(str, args), "--json", "-q"], capture_output=True, text=True)
-    if p.returncode != 0:
+    if p.returncode not in ok:
         sys.exit(f"nasctl {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr.strip()}")
     return json.loads(p.stdout)

@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
-# The main job on the local CPU, using only public nasctl subcommands (it doubles as the example
-# of shell/CI use): sample archs, measure them with onnxruntime, resume, fit a latency predictor,
-# then train the arch it predicts fastest on the built-in digits data and export it to ONNX.
-# (`nasctl search` takes the place of "predicted fastest" once it lands.)
+# The main job on the local CPU, end to end, using only public nasctl subcommands (it doubles as
+# the example of shell/CI use): sample archs, measure them with onnxruntime, fit a latency
+# predictor, search (LightNAS) to a target the predictor says is reachable, verify the result on
+# the device, retrain it briefly on the built-in digits data, export ONNX, write the report.
 set -euo pipefail
 RUN=${RUN:-runs/quickstart}
 N=${N:-60}
 EPOCHS=${EPOCHS:-3}
+SEARCH_EPOCHS=${SEARCH_EPOCHS:-30}
 mkdir -p "$RUN"
 
 nasctl sample --space proxyless --n "$N" --seed 0 --stratify macs -o "$RUN/archs.parquet"
 # Exit 1: some archs ended as error or disturbed rows (another process loaded the CPU while they
 # were timed). Measure those once more; a second failure stops the job.
-nasctl profile --device local-cpu --archs "$RUN/archs.parquet" -o "$RUN/latency.parquet" ||
-    { [ $? -eq 1 ] && nasctl profile --device local-cpu --archs "$RUN/archs.parquet" -o "$RUN/latency.parquet" --retry-errors; }
+nasctl profile --device local --archs "$RUN/archs.parquet" -o "$RUN/latency.parquet" ||
+    { [ $? -eq 1 ] && nasctl profile --device local --archs "$RUN/archs.parquet" -o "$RUN/latency.parquet" --retry-errors; }
 # A rerun measures nothing twice: every arch is already stored for this device config.
-nasctl profile --device local-cpu --archs "$RUN/archs.parquet" -o "$RUN/latency.parquet" --json > "$RUN/resume.json"
+nasctl profile --device local --archs "$RUN/archs.parquet" -o "$RUN/latency.parquet" --json > "$RUN/resume.json"
 nasctl fit-predictor "$RUN/latency.parquet" --metric latency_ms -o "$RUN/predictor.pt"
-nasctl predict "$RUN/predictor.pt" "$RUN/archs.parquet" -o "$RUN/predicted.parquet"
 
-ARCH=$(python -c "import pandas as pd, sys; d = pd.read_parquet(sys.argv[1]); print(d.sort_values('pred_latency_ms').arch.iloc[0])" "$RUN/predicted.parquet")
-nasctl retrain "$ARCH" --space proxyless --data digits --epochs "$EPOCHS" -o "$RUN/model"
+# The target: the median of what the predictor says over the sampled archs, so it is reachable.
+TARGET=$(nasctl predict "$RUN/predictor.pt" "$RUN/archs.parquet" --json | python -c "import json, sys; print(round(json.load(sys.stdin)['median'], 2))")
+nasctl search --predictor "$RUN/predictor.pt" --target-ms "$TARGET" --data digits --resolution 16 \
+    --epochs "$SEARCH_EPOCHS" --verify local -o "$RUN/search" --json > "$RUN/search.json"
+nasctl retrain "$RUN/search/arch.json" --data digits --epochs "$EPOCHS" -o "$RUN/model"
 nasctl export "$RUN/model" --format onnx -o "$RUN/model.onnx"
+nasctl report "$RUN"
 
 python - "$RUN" <<'PY'
 import json, sys
@@ -33,17 +37,23 @@ from rich.table import Table
 run = Path(sys.argv[1])
 lat = pd.read_parquet(run / "latency.parquet")
 pred = json.loads((run / "predictor.json").read_text())
-arch = json.loads((run / "model" / "arch.json").read_text())
+search = json.loads((run / "search" / "arch.json").read_text())
 metrics = pd.read_csv(run / "model" / "metrics.csv")
-onnx = json.loads((run / "model.onnx.json").read_text())
 resume = json.loads((run / "resume.json").read_text())
-t = Table(title=f"nasctl quickstart on {lat.cpu_model.iloc[0]}", show_header=False)
-t.add_row("archs measured", f"{(lat.status == 'ok').sum()} ({lat.latency_ms.min():.2f}-{lat.latency_ms.max():.2f} ms, {lat.runtime.iloc[0]} {lat.runtime_version.iloc[0]}, {lat.threads.iloc[0]} thread)")
-t.add_row("rerun", f"{resume['measured']} measured, {resume['skipped']} skipped")
-d, l = pred["test"]["default"], pred["test"]["lut"]
-t.add_row("predictor (held-out)", f"{pred['chosen']}: MAPE {d['mape']:.2%}, tau {d['kendall_tau']:.3f}, {d['within_10']:.0%} within 10%  (LUT: MAPE {l['mape']:.2%}, tau {l['kendall_tau']:.3f})")
-t.add_row("trained arch", arch["arch"])
-t.add_row("digits accuracy", f"top-1 {metrics.top1.iloc[-1]:.1%} after {len(metrics)} epochs")
-t.add_row("ONNX", f"{run / 'model.onnx'} (parity {onnx['parity_max_abs_diff']:.1e})")
-Console().print(t)
+t = search["targets"][0]
+v = search["verify"][-1]
+t_ = Table(title=f"nasctl quickstart on {lat.cpu_model.iloc[0]} ({lat.runtime.iloc[0]} {lat.runtime_version.iloc[0]}, 224x224, batch 1)", show_header=False)
+t_.add_row("archs measured", f"{(lat.status == 'ok').sum()} ({lat.latency_ms.min():.2f}-{lat.latency_ms.max():.2f} ms); rerun: {resume['measured']} measured, {resume['skipped']} skipped")
+d = pred["test"]["default"]
+t_.add_row("predictor (held-out)", f"{pred['chosen']}: MAPE {d['mape']:.2%}, Kendall tau {d['kendall_tau']:.3f}")
+t_.add_row("target", f"{t['target']:g} ms")
+t_.add_row("predicted", f"{t['predicted']:.3f} ms (lambda {t['lambda']:+.3f})")
+rounds = "; ".join(f"round {i + 1}: {r['measured']['latency_ms']:.3f} ms ({r['gap']['latency_ms']:+.1%})" for i, r in enumerate(search["verify"]))
+t_.add_row("measured", f"{v['measured']['latency_ms']:.3f} ms ({v['gap']['latency_ms']:+.1%} from target; {rounds})")
+t_.add_row("accuracy", f"top-1 {metrics.top1.iloc[-1]:.1%} on digits after {len(metrics)} epochs")
+t_.add_row("params / MACs", f"{search['params_count'] / 1e6:.2f} M / {search['macs'] / 1e6:.0f} M (224x224, 1000 classes)")
+t_.add_row("arch", search["arch"])
+files = ["latency.parquet", "predictor.pt", "search/arch.json", "search/search.png", "model/model.pt", "model.onnx", "report.html"]
+t_.add_row("files", ", ".join(str(run / f) for f in files if (run / f).exists()))
+Console(width=160).print(t_)
 PY

@@ -105,6 +105,7 @@ def sample(
 def profile(
     device: Annotated[str, typer.Option(help="Device profile name (see profiles/) or a .toml file.")],
     archs: Annotated[Optional[Path], typer.Option(help="Arch file from `nasctl sample` (or any table with an 'arch' column).")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="One arch instead: an arch string, or an arch.json (search/retrain output).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Row store (.parquet or .csv); reruns resume it.")] = None,
     host: Annotated[Optional[list[str]], typer.Option(help="SSH: [user@]address[:port], overriding the profile; "
                                                      "repeat it to shard the archs over several boards of one kind.")] = None,
@@ -122,7 +123,7 @@ def profile(
 ):
     """Measure archs on a device; rows are stored as they arrive, and a rerun skips them."""
     from nasctl.profile import Store, check_device, load_device, profile_archs
-    from nasctl.space.archfile import read_archs
+    from nasctl.space.archfile import read_arch_ref, read_archs
 
     dev = load_device(device)
     if host and serial:
@@ -136,11 +137,15 @@ def profile(
         facts = [check_device(dev, h, trust_new_host_key, note) for h in hosts]
         _emit(as_json, {"device": dev.name, "hosts": facts}, "\n".join(_facts_text(dev.name, f) for f in facts))
         return
-    if archs is None or output is None:
-        raise UserError("profile needs --archs and --output (or --check)")
+    if (archs is None) == (arch is None) or output is None:
+        raise UserError("profile needs --archs or --arch (one of them) and --output (or --check)")
     store = Store(output)
-    sp, arch_list = read_archs(archs, space, resolution=resolution, width_mult=width_mult,
-                               num_classes=num_classes, macro=macro)
+    params = dict(resolution=resolution, width_mult=width_mult, num_classes=num_classes, macro=macro)
+    if arch is not None:
+        one = read_arch_ref(arch, space, **params)
+        sp, arch_list = one.space, [one]
+    else:
+        sp, arch_list = read_archs(archs, space, **params)
     progress = Progress(
         TextColumn("[bold]profile[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
@@ -274,6 +279,97 @@ def predict(
           f"(median {np.median(mean):.4g})" + (f" -> {output}" if output else ""))
 
 
+class Method(str, Enum):
+    lightnas = "lightnas"
+    fbnet = "fbnet"
+    proxyless = "proxyless"
+    random = "random"
+    evolution = "evolution"
+
+
+@app.command()
+def search(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for arch.json, search.csv, search.png (and verify.parquet).")],
+    predictor: Annotated[Optional[list[Path]], typer.Option(help="Predictor file(s) from fit-predictor: latency (ms) and/or energy (mJ).")] = None,
+    target_ms: Annotated[Optional[float], typer.Option(help="Latency target, with a latency predictor.")] = None,
+    target_mj: Annotated[Optional[float], typer.Option(help="Energy target, with an energy predictor.")] = None,
+    max_params: Annotated[Optional[str], typer.Option(help="Params budget, e.g. 2.5M (counted at the deployment config).")] = None,
+    max_mflops: Annotated[Optional[str], typer.Option(help="Multiply-add budget in millions, e.g. 300.")] = None,
+    method: Annotated[Method, typer.Option(help="lightnas (learned λ, one search) or a baseline.")] = Method.lightnas,
+    lambda_: Annotated[float, typer.Option("--lambda", help="Fixed λ of fbnet / proxyless.")] = 0.2,
+    space: Annotated[str, typer.Option(help="Built-in space name or a space .toml file.")] = "proxyless",
+    data: Annotated[str, typer.Option(help="digits | cifar10:PATH | imagefolder:PATH (never downloaded).")] = "digits",
+    resolution: Annotated[Optional[int], typer.Option(help="Supernet input resolution (default: the data's).")] = None,
+    width_mult: Annotated[float, typer.Option(help="Supernet width; the arch string does not depend on it.")] = 0.5,
+    epochs: Annotated[int, typer.Option(help="Epochs over the w half of the training data.")] = 30,
+    warmup_epochs: Annotated[int, typer.Option(help="Epochs with α frozen at the start.")] = 3,
+    batch: Annotated[int, typer.Option(help="Batch size per process.")] = 64,
+    w_lr: Annotated[float, typer.Option(help="SGD learning rate of the weights (cosine).")] = 0.05,
+    alpha_lr: Annotated[float, typer.Option(help="Adam learning rate of α (paper: 1e-3 over ~180k steps).")] = 0.05,
+    lambda_lr: Annotated[float, typer.Option(help="η_λ, the dual-ascent step of λ (paper: 5e-4).")] = 0.05,
+    rho: Annotated[float, typer.Option(help="Augmented-Lagrangian damping of the targets; 0 = the paper's objective.")] = 4.0,
+    tau0: Annotated[float, typer.Option(help="Initial Gumbel temperature.")] = 5.0,
+    tau_min: Annotated[float, typer.Option(help="Final Gumbel temperature.")] = 0.2,
+    verify: Annotated[Optional[str], typer.Option(help="Measure the result on this device profile (e.g. local).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="--verify on an SSH/adb device: address or serial.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Allowed relative gap between measured and target.")] = 0.03,
+    calibrate: Annotated[bool, typer.Option(help="If --verify misses, shift the predictor by the residual and search on.")] = True,
+    candidates: Annotated[int, typer.Option(help="random: archs to train.")] = 5,
+    population: Annotated[int, typer.Option(help="evolution: population size.")] = 24,
+    generations: Annotated[int, typer.Option(help="evolution: generations.")] = 10,
+    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the split, the init and the Gumbel draws.")] = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Search an arch that meets a latency/energy target (LightNAS: one search), or a budget."""
+    from nasctl.search import Job, SearchConfig, run_search
+    from nasctl.search.run import Events
+    from nasctl.train.retrain import rank
+
+    if output.exists() and not output.is_dir():
+        raise UserError(f"{output}: exists and is not a folder")
+    cfg = SearchConfig(method=method.value, epochs=epochs, warmup_epochs=warmup_epochs, batch=batch, w_lr=w_lr,
+                       alpha_lr=alpha_lr, lambda_lr=lambda_lr, rho=rho, fixed_lambda=lambda_, tau0=tau0,
+                       tau_min=tau_min, amp=amp, seed=seed)
+    job = Job(space=space, data=data, predictors=tuple(str(p) for p in predictor or ()), target_ms=target_ms,
+              target_mj=target_mj, max_params=max_params, max_mflops=max_mflops, width_mult=width_mult,
+              resolution=resolution, verify=verify, host=host, tolerance=tolerance, calibrate=calibrate,
+              candidates=candidates, population=population, generations=generations)
+    lead = rank() == 0
+    progress = Progress(TextColumn("[bold]search[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, disable=quiet or not lead)
+    total = {"random": candidates, "evolution": generations}.get(method.value, epochs)
+    task = progress.add_task(method.value, total=total, start=False)
+    try:
+        def on_epoch(row: dict):
+            figs = ", ".join(f"{k.removeprefix('argmax_')} {v:.4g}" for k, v in row.items()
+                             if k.startswith("argmax_") or k in ("latency_ms", "energy_mj") and "argmax_latency_ms" not in row)
+            lam = ", ".join(f"λ {v:+.3f}" for k, v in row.items() if k.startswith("lambda_") and method.value == "lightnas")
+            acc = row.get("epoch_val_acc", row.get("val_acc"))
+            task_total = max(progress.tasks[0].total or 0, progress.tasks[0].completed + 1)
+            progress.update(task, advance=1, total=task_total,
+                            description=f"{method.value}: {figs}{', ' + lam if lam else ''}, val acc {acc:.1%}")
+
+        note = (lambda t: None) if quiet or not lead else (lambda t: err.print(f"[yellow]{t}[/]"))
+        summary = run_search(job, cfg, output, Events(on_epoch, note, start=lambda: (progress.start(), progress.start_task(task))))
+    finally:
+        progress.stop()
+    if not lead:
+        return
+    lines = [f"{summary['method']}: {summary['arch']} -> {output / 'arch.json'} ({summary['wall_s']:.0f} s)"]
+    for t in summary["targets"]:
+        lines.append(f"  {t['metric']}: predicted {t['predicted']:.4g} ± {t['predicted_std']:.2g} {t['unit']} "
+                     f"against {t['kind']} {t['target']:g}" + (f", λ {t['lambda']:+.3f}" if method.value == "lightnas" else ""))
+    for i, r in enumerate(summary["verify"]):
+        lines.append(f"  verify {i + 1} on {r['device']}: " + ", ".join(
+            f"{k} measured {r['measured'][k]:.4g} (predicted {r['predicted'][k]:.4g}, {r['gap'][k]:+.1%} from target)" for k in r["measured"])
+            + (" ok" if r["met"] else " MISSED"))
+    _emit(as_json, summary, "\n".join(lines))
+    if summary["verify"] and not summary["verify"][-1]["met"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 def retrain(
     arch: Annotated[Optional[str], typer.Argument(help="arch.json (from search), a folder holding one, or an arch string.")] = None,
@@ -347,6 +443,73 @@ def export(
         human = (f"wrote {output} (TensorRT {info.get('tensorrt_version')}, {info.get('gpu')}, "
                  f"built on {info.get('built_on') or 'this host'})")
     _emit(as_json, info, human)
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="Run folder (e.g. runs/quickstart): rows, predictors, searches, retrains.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file (default RUN/report.html).")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Write one self-contained HTML page of what a run produced (figures inlined)."""
+    from nasctl.report import build_report
+
+    r = build_report(run, output)
+    _emit(as_json, r, f"wrote {r['output']} ({len(r['sections'])} sections)")
+
+
+@app.command()
+def devices(
+    check: Annotated[bool, typer.Option("--check", help="Connect to each (in parallel) and start its agent.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each device with --check.")] = 20.0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """List the device profiles; with --check, whether each is reachable (exit 3 if any is not)."""
+    import threading
+
+    from nasctl.profile import check_device, list_profiles, load_device
+
+    found = []
+    for name, path in list_profiles().items():
+        try:
+            dev = load_device(str(path))
+            found.append({"name": name, "transport": dev.transport, "runtime": dev.runtime,
+                          "description": dev.description, "file": str(path), "_dev": dev})
+        except UserError as e:
+            found.append({"name": name, "file": str(path), "error": str(e)})
+    if check:
+        def probe(d):
+            try:
+                facts = check_device(d["_dev"])
+                d.update(reachable=True, host=facts.get("host"), cpu_model=facts.get("cpu_model"))
+            except NasctlError as e:
+                d.update(reachable=False, error=str(e))
+
+        threads = [(d, threading.Thread(target=probe, args=(d,), daemon=True)) for d in found if "_dev" in d]
+        for _, t in threads:
+            t.start()
+        for d, t in threads:
+            t.join(max(0.0, timeout))  # the threads run side by side: the joins overlap
+            if t.is_alive():
+                d.update(reachable=False, error=f"no answer within {timeout:g} s")
+    for d in found:
+        d.pop("_dev", None)
+    t = Table(title="device profiles")
+    cols = ["name", "transport", "runtime", "file"] + (["reachable", "detail"] if check else ["description"])
+    for c in cols:
+        t.add_column(c)
+    for d in found:
+        extra = ([("yes" if d.get("reachable") else "no"), d.get("cpu_model") or d.get("error", "")] if check
+                 else [d.get("description", d.get("error", ""))])
+        t.add_row(d["name"], d.get("transport", "?"), d.get("runtime", "?"), d["file"], *map(str, extra))
+    if as_json:
+        print(json.dumps({"devices": found}))
+    else:
+        Console().print(t)
+    if check and not all(d.get("reachable") for d in found):
+        raise typer.Exit(3)
 
 
 def main() -> None:

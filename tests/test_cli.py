@@ -1,5 +1,10 @@
 """CLI conventions that scripts rely on: version, one-line usage errors, exit code 2."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from conftest import nasctl
 from nasctl import __version__
 
@@ -10,7 +15,7 @@ def test_version():
 
 def test_usage_errors_are_one_line_with_exit_2(tmp_path):
     for args, msg in [
-        (["profile", "--device", "local-cpu"], "profile needs --archs and --output"),
+        (["profile", "--device", "local-cpu"], "profile needs --archs or --arch"),
         (["sample", "-o", tmp_path / "a.parquet", "--n", "abc"], "Invalid value for '--n'"),
         (["bogus"], "No such command 'bogus'"),
         (["sample", "-o", tmp_path / "a.parquet", "--stratify", "flops"], "Invalid value for '--stratify'"),
@@ -26,5 +31,41 @@ def test_sample_json_and_help(tmp_path):
     out = tmp_path / "a.csv"
     s = json.loads(nasctl("sample", "--space", "fbnet", "--n", 7, "-o", out, "--json", check=0).stdout)
     assert s["n"] == 7 and s["space"] == "fbnet" and out.read_text().startswith("arch_id,arch,space")
-    for cmd in ("sample", "profile", "fit-predictor", "predict"):
-        assert "Usage" in nasctl(cmd, "--help", check=0).stdout
+    for cmd in ("sample", "profile", "fit-predictor", "predict", "search", "retrain", "export", "report", "devices"):
+        help_text = nasctl(cmd, "--help", check=0).stdout
+        assert "Usage" in help_text and "--json" in help_text and "--quiet" in help_text
+
+
+def test_devices_lists_profiles_and_checks_them_in_parallel(tmp_path, fast_device):
+    import json
+    import shutil
+
+    d = tmp_path / "profiles"
+    d.mkdir()
+    shutil.copy(fast_device, d / "fast-cpu.toml")
+    (d / "gone.toml").write_text('transport = "ssh"\nruntime = "onnxruntime"\n[ssh]\nhost = "127.0.0.1"\nport = 1\nuser = "x"\n')
+    env = {**os.environ, "NASCTL_PROFILES": str(d)}
+    listed = json.loads(nasctl("devices", "--json", env=env, check=0).stdout)["devices"]
+    assert {"fast-cpu", "gone", "local-cpu", "xavier", "rpi4", "android"} <= {x["name"] for x in listed}
+    p = nasctl("devices", "--check", "--timeout", "30", "--json", env=env, cwd=tmp_path, check=3)
+    got = {x["name"]: x for x in json.loads(p.stdout)["devices"]}
+    assert got["fast-cpu"]["reachable"] and got["fast-cpu"]["cpu_model"]
+    assert not got["gone"]["reachable"] and "127.0.0.1" in got["gone"]["error"]
+
+
+GATE = Path(__file__).resolve().parents[1] / "examples" / "ci-latency-gate.sh"
+ARCH = "-".join(["k3_e3"] * 21)
+
+
+def test_ci_latency_gate_fails_over_budget_and_passes_under_it(tmp_path, fast_device):
+    import json
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    ok = subprocess.run(["bash", GATE, ARCH, "1000", fast_device], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    r = json.loads(ok.stdout)
+    assert r["ok"] and 0 < r["latency_ms"] < 1000 and r["budget_ms"] == 1000
+    over = subprocess.run(["bash", GATE, ARCH, "0.01", fast_device], capture_output=True, text=True, env=env)
+    assert over.returncode == 1 and not json.loads(over.stdout)["ok"] and "exceeds the 0.01 ms budget" in over.stderr
+    bad = subprocess.run(["bash", GATE, "k3_e3-nope", "10", fast_device], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and bad.stdout == ""

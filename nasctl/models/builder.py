@@ -65,17 +65,18 @@ def make_block(space: SearchSpace, cin: int, cout: int, stride: int, op: str) ->
     return MBConv(space, cin, cout, stride, op)
 
 
-class Net(nn.Module):
-    """stem -> fixed blocks -> searchable layers -> 1x1 head -> pool -> classifier."""
+class Macro(nn.Module):
+    """stem -> fixed blocks -> `self.layers` -> 1x1 head -> pool -> classifier.
 
-    def __init__(self, arch: Arch, dropout: float = 0.0):
+    The standalone `Net` and the search's supernet differ only in their searchable layers, so
+    they share these ends and a searched arch trains and deploys on the same macro.
+    """
+
+    def __init__(self, space: SearchSpace, dropout: float = 0.0):
         super().__init__()
-        s = arch.space
+        s = space
         self.stem = conv_bn(s, 3, s.stem_channels, 3, s.stem_stride)
         self.fixed = nn.Sequential(*(make_block(s, f.in_ch, f.out_ch, f.stride, f.op) for f in s.fixed))
-        self.layers = nn.Sequential(
-            *(make_block(s, l.in_ch, l.out_ch, l.stride, op) for l, op in zip(s.layers, arch.ops))
-        )
         last = s.layers[-1].out_ch
         self.head = nn.Sequential(
             conv_bn(s, last, s.head_channels, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()
@@ -83,8 +84,20 @@ class Net(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(s.head_channels, s.params.num_classes)
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.head(features)))
+
+
+class Net(Macro):
+    def __init__(self, arch: Arch, dropout: float = 0.0):
+        super().__init__(arch.space, dropout)
+        s = arch.space
+        self.layers = nn.Sequential(
+            *(make_block(s, l.in_ch, l.out_ch, l.stride, op) for l, op in zip(s.layers, arch.ops))
+        )
+
     def forward(self, x):
-        return self.classifier(self.dropout(self.head(self.layers(self.fixed(self.stem(x))))))
+        return self.classify(self.layers(self.fixed(self.stem(x))))
 
 
 def build(arch: Arch, dropout: float = 0.0) -> Net:

@@ -53,7 +53,7 @@ class Ensemble(nn.Module):
         return self.forward_all(x).mean(0)
 
     def std(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_all(x).std(0) if len(self.members) > 1 else torch.zeros(x.shape[0])
+        return self.forward_all(x).std(0) if len(self.members) > 1 else torch.zeros(x.shape[0], device=x.device)
 
 
 class Residual(nn.Module):
@@ -70,4 +70,4 @@ class Residual(nn.Module):
 
 def uncertainty(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Per-arch std across ensemble members (zeros for a single deterministic model)."""
-    return model.std(x) if hasattr(model, "std") else torch.zeros(x.shape[0])
+    return model.std(x) if hasattr(model, "std") else torch.zeros(x.shape[0], device=x.device)

@@ -85,11 +85,12 @@ class Predictor:
         L, K = self.meta["space"]["layers"], len(self.meta["space"]["ops"])
         means, stds = [], []
         self.module.eval()
+        device = next(self.module.parameters()).device  # the search may have moved it to the GPU
         with torch.no_grad():
             for chunk in np.array_split(idx, max(1, -(-len(idx) // batch))):
-                x = torch.nn.functional.one_hot(torch.as_tensor(chunk), K).float().reshape(-1, L, K)
-                means.append(self.module(x).numpy())
-                stds.append(uncertainty(self.module, x).numpy())
+                x = torch.nn.functional.one_hot(torch.as_tensor(chunk, device=device), K).float().reshape(-1, L, K)
+                means.append(self.module(x).cpu().numpy())
+                stds.append(uncertainty(self.module, x).cpu().numpy())
         return np.concatenate(means), np.concatenate(stds)
 
     def save(self, path: str | Path) -> None:

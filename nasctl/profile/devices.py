@@ -17,6 +17,7 @@ from pathlib import Path
 from nasctl.errors import UserError
 
 TRANSPORTS = ("local", "ssh", "adb")
+ALIASES = {"local": "local-cpu", "rpi": "rpi4"}  # the short names the docs and users use
 RUNTIMES = ("onnxruntime", "tensorrt", "tflite")
 
 
@@ -91,6 +92,8 @@ def load_device(ref: str) -> DeviceProfile:
     path = Path(ref)
     if not (ref.endswith(".toml") or path.is_file()):
         known = list_profiles()
+        if ref not in known and ALIASES.get(ref) in known:
+            ref = ALIASES[ref]
         if ref not in known:
             raise UserError(f"unknown device {ref!r} (profiles: {', '.join(known)}; or a .toml file)")
         path = known[ref]

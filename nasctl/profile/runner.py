@@ -90,7 +90,7 @@ def _base_row(arch: Arch, device: DeviceProfile, config_id: str, facts: dict) ->
         "arch_id": arch.id,
         "config_id": config_id,
         "arch": arch.string,
-        "space": space.name,
+        "space": space.source,  # a built-in name or a space file: what reading the rows needs
         "space_hash": space.definition_hash[:16],
         "macro": space.params.macro,
         "resolution": space.params.resolution,

@@ -1,0 +1,121 @@
+"""Constraints of a search: a differentiable model of a metric, a target and its multiplier.
+
+Latency and energy come from fitted predictors; params and MFLOPs from the exact cost table, so
+DCA-NAS-style budgets are the same machinery as LightNAS's latency target. Each constraint has
+its own multiplier λ, learned by dual ascent: λ ← λ + η_λ (value / target - 1).
+
+A budget (--max-params, --max-mflops) is an inequality, so its λ is kept >= 0. A target
+(--target-ms, --target-mj) is an equality, as in the LightNAS paper, and its λ may go negative:
+where accuracy barely depends on size (digits), a λ clipped at 0 lets the latency sink far
+below the target once λ has pushed it down (measured: 3.4 ms for an 8 ms target), because
+nothing pushes it back up.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from nasctl.errors import UserError
+from nasctl.predict import Predictor, exact_cost
+from nasctl.space.space import SearchSpace, load_space
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*$")
+_SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def parse_count(text: str, what: str) -> float:
+    """'2.5M' -> 2.5e6; a bare number is taken as is."""
+    m = _SIZE.match(str(text))
+    if not m or float(m[1]) <= 0:
+        raise UserError(f"{what}: expected a positive number like 2.5M or 300, got {text!r}")
+    return float(m[1]) * _SCALE[m[2].lower()]
+
+
+@dataclass
+class Constraint:
+    name: str  # the metric: latency_ms, energy_mj, params, mflops
+    predictor: Predictor
+    target: float
+    unit: str
+    hard_max: bool = False  # a budget (params, FLOPs) rather than a target to meet
+    offset: float = 0.0  # calibration: measured minus predicted near the target
+    lam: float = 0.0
+
+    def value(self, gates: torch.Tensor) -> torch.Tensor:
+        """The predicted metric (plus calibration) for one L x K gate matrix, differentiably."""
+        return self.predictor(gates[None])[0] + self.offset
+
+    def predict(self, arch) -> tuple[float, float]:
+        mean, std = self.predictor.predict([arch])
+        return float(mean[0]) + self.offset, float(std[0])
+
+    def ascend(self, value: float, lr: float) -> None:
+        self.lam += lr * (value / self.target - 1)
+        if self.hard_max:
+            self.lam = max(0.0, self.lam)
+
+    def met(self, value: float, tolerance: float) -> bool:
+        return value <= self.target * (1 + tolerance) if self.hard_max else abs(value / self.target - 1) <= tolerance
+
+
+def build_constraints(
+    space: SearchSpace,
+    predictors: list[Predictor],
+    target_ms: float | None = None,
+    target_mj: float | None = None,
+    max_params: str | None = None,
+    max_mflops: str | None = None,
+) -> list[Constraint]:
+    """Match each target to the predictor of its unit; params/FLOPs are counted exactly at the
+    deployment configuration (the predictors' space params, else the space's defaults)."""
+    out = []
+    for target, unit, flag in ((target_ms, "ms", "--target-ms"), (target_mj, "mJ", "--target-mj")):
+        if target is None:
+            continue
+        if target <= 0:
+            raise UserError(f"{flag} must be positive")
+        match = [p for p in predictors if p.meta.get("unit") == unit]
+        if not match:
+            have = ", ".join(f"{p.metric} ({p.meta.get('unit') or 'no unit'})" for p in predictors) or "none"
+            raise UserError(f"{flag} needs a --predictor of a metric in {unit} (given: {have})")
+        if len(match) > 1:
+            raise UserError(f"{flag}: several predictors in {unit} given; pass one")
+        p = match[0]
+        p.check_space(space)
+        out.append(Constraint(p.metric, p, float(target), unit))
+    deploy = predictors[0].space() if predictors else load_space(space.source)
+    for text, what, name in ((max_params, "mparams", "params"), (max_mflops, "mmacs", "mflops")):
+        if text is None:
+            continue
+        budget = parse_count(text, f"--max-{name}") / 1e6
+        out.append(Constraint(name, exact_cost(deploy, what), budget, "M", hard_max=True))
+    if not out:
+        raise UserError("give a target: --target-ms or --target-mj (with --predictor), or --max-params / --max-mflops")
+    for c in out:
+        lo, hi = reachable(space, c)
+        if c.target < lo or (not c.hard_max and c.target > hi):
+            raise UserError(f"{c.name} target {c.target:g} {c.unit} is outside what the space reaches "
+                            f"({lo:.4g}-{hi:.4g} {c.unit} by {'count' if c.hard_max else 'the predictor'})")
+    return out
+
+
+def reachable(space: SearchSpace, c: Constraint, n: int = 5000, seed: int = 0) -> tuple[float, float]:
+    """The predicted range over many archs tilted to the cheapest and dearest ops per layer,
+    plus uniform ones: a fast, honest bound for telling a user a target cannot be met."""
+    import numpy as np
+
+    from nasctl.space.sample import sample
+
+    table = c.predictor.module.weight.detach().numpy() if c.predictor.meta.get("kind") == "lut" else None
+    allowed = space.allowed
+    idx = [sample(space, min(n, space.describe()["size"]), seed)]
+    if table is not None:  # an additive model's extremes are exact: the per-layer min and max
+        masked_lo = np.where(allowed, table, np.inf).argmin(1)
+        masked_hi = np.where(allowed, table, -np.inf).argmax(1)
+        idx += [masked_lo[None], masked_hi[None]]
+    mean, _ = c.predictor.predict_indices(np.concatenate(idx))
+    mean = mean + c.offset
+    return float(mean.min()), float(mean.max())

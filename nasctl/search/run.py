@@ -1,0 +1,201 @@
+"""A whole `nasctl search`: set up, search with the chosen method, verify on a device, calibrate
+once if the measurement misses, and write arch.json, search.csv and search.png.
+
+The supernet trains at the data's resolution on the space's small-image macro and at its own
+width; the predictors answer for the deployment configuration they were fitted on. The arch
+string is the same in both (LA-DARTS's decoupling), so only the string crosses over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch.distributed as dist
+
+from nasctl.data import load_data
+from nasctl.errors import NasctlError, UserError
+from nasctl.predict import Predictor
+from nasctl.search.baselines import evolution_search, random_search
+from nasctl.search.constraints import Constraint, build_constraints
+from nasctl.search.engine import METHODS, SearchConfig, Searcher
+from nasctl.space.space import Arch, load_space
+from nasctl.tables import atomic_write, write_table
+from nasctl.train.retrain import rank
+
+
+@dataclass(frozen=True)
+class Job:
+    space: str = "proxyless"
+    data: str = "digits"
+    predictors: tuple[str, ...] = ()
+    target_ms: float | None = None
+    target_mj: float | None = None
+    max_params: str | None = None
+    max_mflops: str | None = None
+    width_mult: float = 0.5
+    resolution: int | None = None
+    verify: str | None = None
+    host: str | None = None
+    tolerance: float = 0.03
+    calibrate: bool = True
+    calibrate_epochs: int | None = None
+    candidates: int = 5  # random
+    population: int = 24  # evolution
+    generations: int = 10
+
+
+class Events:
+    """What the CLI shows while a search runs; the library itself prints nothing."""
+
+    def __init__(self, epoch: Callable[[dict], None] = lambda r: None, note: Callable[[str], None] = lambda t: None,
+                 start: Callable[[], None] = lambda: None):
+        self.epoch, self.note, self.start = epoch, note, start  # start: the inputs are good, the work begins
+
+
+def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) -> dict:
+    t0 = time.perf_counter()
+    if job.tolerance <= 0:
+        raise UserError("--tolerance must be positive")
+    if cfg.method in ("random", "evolution") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(f"--method {cfg.method} runs in one process; use torchrun for the gradient methods")
+    predictors = [Predictor.load(p) for p in job.predictors]
+    data = load_data(job.data, job.resolution)
+    base = load_space(job.space)
+    macro = "cifar" if data.resolution <= 64 and "cifar" in base.macros else None
+    space = base.with_params(resolution=data.resolution, num_classes=data.num_classes, width_mult=job.width_mult, macro=macro)
+    constraints = build_constraints(space, predictors, job.target_ms, job.target_mj, job.max_params, job.max_mflops)
+    if job.verify and not any(c.name not in ("params", "mflops") for c in constraints):
+        raise UserError("--verify measures latency or energy: give --target-ms or --target-mj with a --predictor")
+    gradient = cfg.method in METHODS
+    searcher = Searcher(space, data, constraints, SearchConfig(**{**asdict(cfg), "method": cfg.method if gradient else "lightnas"}))
+    lead = rank() == 0
+    events.start()
+    trace: list[dict] = []
+    if cfg.method == "random":
+        arch, trace = random_search(searcher, job.candidates, events.epoch)
+    elif cfg.method == "evolution":
+        arch, trace = evolution_search(searcher, job.population, job.generations, events.epoch)
+    else:
+        searcher.run(cfg.epochs, on_epoch=events.epoch)
+        arch = searcher.state.arch()
+    agree = _ranks_agree(searcher)
+    rounds = []
+    if job.verify and lead:
+        rounds.append(_verify(arch, constraints, job, out, events))
+        if searcher.world > 1 and not rounds[-1]["met"]:
+            events.note("under torchrun the calibration round is skipped: rerun in one process to calibrate")
+        elif gradient and job.calibrate and not rounds[-1]["met"]:
+            for c in constraints:  # shift each measured model by its residual at this arch
+                m = rounds[-1]["measured"].get(c.name)
+                if m is not None:
+                    c.offset += m - rounds[-1]["predicted"][c.name]
+            extra = job.calibrate_epochs or max(3, cfg.epochs // 3)
+            events.note(f"measured {_gap_text(rounds[-1])}: calibrating the predictor by the residual, "
+                        f"searching {extra} more epochs")
+            searcher.run(extra, train_w=False, on_epoch=events.epoch)
+            arch = searcher.state.arch()
+            rounds.append(_verify(arch, constraints, job, out, events))
+    if searcher.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if not lead:
+        return {}
+    return _write(out, job, cfg, searcher, arch, constraints, rounds, trace, data.name, time.perf_counter() - t0, agree)
+
+
+def _ranks_agree(searcher: Searcher) -> float:
+    """Largest difference between any rank's α and rank 0's: 0 when the ranks are one search."""
+    if searcher.world == 1:
+        return 0.0
+    alpha = searcher.state.alpha.detach()
+    ref = alpha.clone()
+    dist.broadcast(ref, 0)
+    diff = (ref - alpha).abs().max().reshape(1)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff)
+
+
+def _verify(arch: Arch, constraints: list[Constraint], job: Job, out: Path, events: Events) -> dict:
+    """Measure the arch at each predictor's deployment config on the device; one retry for a
+    disturbed or failed row, then the job fails."""
+    from nasctl.profile import Store, load_device, profile_archs
+
+    dev = load_device(job.verify)
+    store = Store(out / "verify.parquet")
+    measured, predicted, config = {}, {}, {}
+    for c in constraints:
+        if c.name in ("params", "mflops"):
+            continue
+        deploy = c.predictor.space()
+        a = deploy.parse(arch.string)
+        row = None
+        for retry in (False, True):
+            profile_archs([a], deploy, dev, store, hosts=[job.host], retry_errors=retry, on_note=events.note)
+            df = store.frame()
+            got = df[df["arch_id"] == a.id].iloc[-1]
+            if got["status"] == "ok":
+                row = got
+                break
+        if row is None:
+            raise NasctlError(f"verify on {dev.name}: {got['status']} ({got.get('error') or 'other load while timing'})")
+        col = c.name if c.name in row and pd.notna(row[c.name]) else {"ms": "latency_ms", "mJ": "energy_mj"}[c.unit]
+        if col not in row or pd.isna(row[col]):
+            raise NasctlError(f"verify on {dev.name}: the device measured no {col} ({row.get('energy_note') or 'no energy source'})")
+        measured[c.name] = float(row[col])
+        predicted[c.name] = c.predict(arch)[0]
+        config[c.name] = {"measured": str(row["config_id"]), "predictor": c.predictor.meta.get("device", {}).get("config_id")}
+        if config[c.name]["predictor"] and config[c.name]["predictor"] != config[c.name]["measured"]:
+            events.note(f"verify: {dev.name} measured under config {row['config_id']}, the predictor was fitted on "
+                        f"{config[c.name]['predictor']}: the gap includes the difference of devices")
+    met = all(c.met(measured[c.name], job.tolerance) for c in constraints if c.name in measured)
+    targets = {c.name: c.target for c in constraints if c.name in measured}
+    return {"arch": arch.string, "device": dev.name, "measured": measured, "predicted": predicted, "target": targets,
+            "gap": {k: measured[k] / targets[k] - 1 for k in measured}, "met": met, "config_id": config,
+            "offsets": {c.name: c.offset for c in constraints}}
+
+
+def _gap_text(r: dict) -> str:
+    return ", ".join(f"{k} {r['measured'][k]:.4g} against {r['target'][k]:.4g} ({r['gap'][k]:+.1%})" for k in r["measured"])
+
+
+def _write(out: Path, job: Job, cfg: SearchConfig, searcher: Searcher, arch: Arch, constraints, rounds, trace, data_name,
+           wall_s: float, alpha_rank_max_diff: float) -> dict:
+    from nasctl.models.cost import arch_cost
+    from nasctl.search.plot import search_png
+
+    s = searcher.state
+    deploy = constraints[0].predictor.space() if constraints else s.space
+    probs = s.probabilities()
+    targets = []
+    for c in constraints:
+        mean, std = c.predict(arch)
+        targets.append({"metric": c.name, "unit": c.unit, "target": c.target, "kind": "max" if c.hard_max else "target",
+                        "predicted": mean, "predicted_std": std, "offset": c.offset,
+                        "lambda": searcher.multiplier(c), "met_predicted": c.met(mean, job.tolerance)})
+    macs, params = arch_cost(deploy.parse(arch.string))
+    doc = {
+        "arch": arch.string, "arch_id": arch.id, "space": deploy.source, "params": deploy.params.__dict__,
+        "method": cfg.method, "targets": targets, "macs": macs, "params_count": params,
+        "alpha": [{op: float(p) for op, p in zip(s.space.ops, row) if s.space.allowed[i][s.space.ops.index(op)]}
+                  for i, row in enumerate(probs)] if cfg.method in METHODS else None,
+        "verify": rounds, "tolerance": job.tolerance,
+        "search": {"data": data_name, "epochs": s.epoch, "steps": s.step, "wall_s": wall_s, "supernet_train_s": s.wall_s,
+                   "world_size": searcher.world, "alpha_rank_max_diff": alpha_rank_max_diff,
+                   "supernet": {"macro": s.space.params.macro, "resolution": s.space.params.resolution,
+                                "width_mult": s.space.params.width_mult},
+                   "config": asdict(cfg), "job": {k: v for k, v in asdict(job).items()}},
+    }
+    if trace:
+        doc["candidates"] = trace
+    atomic_write(out / "arch.json", json.dumps(doc, indent=2).encode())
+    rows = pd.DataFrame(s.rows if cfg.method in METHODS else trace)
+    write_table(rows, out / "search.csv")
+    atomic_write(out / "search.png", search_png(rows, constraints, rounds, cfg.method, job.tolerance))
+    return {"output": str(out), "arch": arch.string, "method": cfg.method, "targets": targets,
+            "verify": rounds, "wall_s": wall_s, "macs": macs, "params": params}

@@ -1,0 +1,186 @@
+"""search: relaxations, the shared-weight supernet, multipliers, and whole searches through the
+CLI on a predictor fitted to rows measured here with onnxruntime, verified on the same device."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import DATA, nasctl
+from nasctl.errors import UserError
+from nasctl.models.builder import MBConv
+from nasctl.predict import exact_cost
+from nasctl.search.constraints import Constraint, parse_count
+from nasctl.search.supernet import SuperNet, gumbel_hard, gumbel_soft
+from nasctl.space import load_space
+
+TINY = str(DATA / "tiny.toml")
+FAST = ["--space", TINY, "--resolution", "16", "--epochs", "4", "--warmup-epochs", "1", "--batch", "32", "-q"]
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory, ):
+    """A latency predictor of the tiny space fitted on 40 archs timed here (fast protocol)."""
+    d = tmp_path_factory.mktemp("pred")
+    nasctl("sample", "--space", TINY, "--n", 40, "--seed", 0, "-o", d / "archs.parquet", check=0)
+    nasctl("profile", "--device", DATA / "fast-cpu.toml", "--archs", d / "archs.parquet", "-o", d / "lat.parquet", "-q", check=0)
+    nasctl("fit-predictor", d / "lat.parquet", "--members", 2, "-o", d / "pred.pt", "-q", check=0)
+    lat = pd.read_parquet(d / "lat.parquet").latency_ms
+    return d / "pred.pt", float(lat.min()), float(lat.max())
+
+
+def test_gumbel_hard_is_a_one_hot_forward_with_a_gradient_to_every_allowed_alpha():
+    sp = load_space("proxyless")
+    allowed = torch.as_tensor(sp.allowed)
+    alpha = torch.zeros(allowed.shape, requires_grad=True)
+    picks = []
+    for i in range(50):
+        g = gumbel_hard(alpha, allowed, 5.0, torch.Generator().manual_seed(i))
+        assert torch.equal(g.detach().sum(1), torch.ones(len(g))) and set(g.detach().unique().tolist()) == {0.0, 1.0}
+        picks.append(g.detach().argmax(1))
+    picks = torch.stack(picks)
+    assert allowed[torch.arange(len(allowed)), picks].all()  # never an op a layer may not take
+    (g * torch.randn_like(g)).sum().backward()
+    assert (alpha.grad[allowed] != 0).all() and (alpha.grad[~allowed] == 0).all()
+
+
+def test_low_tau_samples_close_in_on_the_argmax():
+    sp = load_space("proxyless")
+    allowed = torch.as_tensor(sp.allowed)
+    alpha = torch.zeros(allowed.shape)
+    alpha[:, 1] = 0.5  # a mild preference for k3_e6
+    gen = torch.Generator().manual_seed(0)
+    share = {t: float(np.mean([(gumbel_hard(alpha, allowed, t, gen).argmax(1) == 1).float().mean() for _ in range(200)]))
+             for t in (5.0, 0.1)}
+    assert share[5.0] < 0.3 and share[0.1] > 0.95
+
+
+def test_a_superkernel_path_computes_exactly_the_standalone_block():
+    sp = load_space("proxyless", resolution=32, macro="cifar", width_mult=0.5)
+    net = SuperNet(sp).eval()
+    layer, mixed = sp.layers[5], net.layers[5]
+    with torch.no_grad():
+        for bn in mixed.superkernel.bn:
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, layer.in_ch, layer.in_hw, layer.in_hw)
+    for k, op in mixed.ops.items():
+        if op.is_skip:
+            continue
+        block = MBConv(sp, layer.in_ch, layer.out_ch, layer.stride, op.name).eval()
+        sk, mid, c = mixed.superkernel, layer.in_ch * op.expand, (mixed.superkernel.kmax - op.kernel) // 2
+        expand, dw, project = block.body[0], block.body[1], block.body[2]
+        with torch.no_grad():
+            expand[0].weight.copy_(sk.expand[:mid])
+            dw[0].weight.copy_(sk.depthwise[:mid, :, c:c + op.kernel, c:c + op.kernel])
+            project[0].weight.copy_(sk.project[:, :mid])
+            for seq, bn, n in ((expand, sk.bn[0], mid), (dw, sk.bn[1], mid), (project, sk.bn[2], layer.out_ch)):
+                for name in ("running_mean", "running_var", "weight", "bias"):
+                    getattr(seq[1], name).copy_(getattr(bn, name)[:n])
+            gate = torch.nn.functional.one_hot(torch.tensor(k), len(sp.ops)).float()
+            torch.testing.assert_close(mixed(x, gate, False), block(x), rtol=1e-5, atol=1e-5)
+
+
+def test_single_path_runs_one_op_per_layer_and_multi_path_all_of_them():
+    sp = load_space(TINY, resolution=16)
+    net = SuperNet(sp)
+    calls = []
+    for i, layer in enumerate(net.layers):
+        layer.run = (lambda f, i: lambda x, k: calls.append(i) or f(x, k))(layer.run, i)
+    allowed = torch.as_tensor(sp.allowed)
+    alpha = torch.zeros(allowed.shape, requires_grad=True)
+    x = torch.randn(4, 3, 16, 16)
+    net(x, gumbel_hard(alpha, allowed, 1.0))
+    assert sorted(calls) == list(range(sp.num_layers))
+    calls.clear()
+    net(x, gumbel_soft(alpha, allowed, 1.0), multipath=True)
+    assert len(calls) == int(sp.allowed.sum())
+
+
+def test_multipliers_ascend_targets_freely_and_budgets_from_zero():
+    sp = load_space(TINY)
+    target = Constraint("latency_ms", exact_cost(sp, "mmacs"), 10.0, "ms")
+    budget = Constraint("params", exact_cost(sp, "mparams"), 10.0, "M", hard_max=True)
+    for c in (target, budget):
+        c.ascend(5.0, 0.1)  # under the target: λ falls
+    assert target.lam == pytest.approx(-0.05) and budget.lam == 0.0
+    budget.ascend(20.0, 0.1)
+    assert budget.lam == pytest.approx(0.1)
+    assert parse_count("2.5M", "x") == 2.5e6 and parse_count("300", "x") == 300
+    with pytest.raises(UserError):
+        parse_count("lots", "--max-params")
+
+
+def test_lightnas_search_writes_its_files_and_verifies_on_the_device(tmp_path, predictor):
+    pred, lo, hi = predictor
+    target = round(lo + 0.6 * (hi - lo), 3)
+    out = tmp_path / "s"
+    p = nasctl("search", "--predictor", pred, "--target-ms", target, *FAST, "--verify", DATA / "fast-cpu.toml",
+               "--tolerance", "0.5", "-o", out, "--json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    s = json.loads(p.stdout)
+    doc = json.loads((out / "arch.json").read_text())
+    assert doc["arch"] == s["arch"] and doc["method"] == "lightnas" and doc["params"]["resolution"] == 32
+    t = doc["targets"][0]
+    assert t["metric"] == "latency_ms" and t["target"] == target and t["predicted"] > 0
+    assert len(doc["alpha"]) == 4 and all(abs(sum(l.values()) - 1) < 1e-5 for l in doc["alpha"])
+    v = doc["verify"][0]
+    assert v["measured"]["latency_ms"] > 0 and v["met"] and v["arch"] == doc["arch"]
+    rows = pd.read_csv(out / "search.csv")
+    assert {"step", "epoch", "tau", "latency_ms", "lambda_latency_ms", "argmax_latency_ms", "val_acc"} <= set(rows.columns)
+    assert rows["tau"].iloc[0] == 5.0 and rows["tau"].iloc[-1] < 5.0 and rows["argmax_latency_ms"].notna().sum() == 4
+    assert (out / "search.png").read_bytes()[:4] == b"\x89PNG"
+    assert pd.read_parquet(out / "verify.parquet").status.tolist() == ["ok"]
+
+
+@pytest.mark.parametrize("method", ["fbnet", "proxyless", "random", "evolution"])
+def test_baselines_run_to_a_params_budget(tmp_path, method):
+    out = tmp_path / method
+    extra = {"random": ["--candidates", "2"], "evolution": ["--population", "6", "--generations", "2"]}.get(method, [])
+    s = json.loads(nasctl("search", "--method", method, "--max-params", "0.3M", *FAST, *extra, "-o", out, "--json", check=0).stdout)
+    t = s["targets"][0]
+    assert t["metric"] == "params" and t["unit"] == "M"
+    doc = json.loads((out / "arch.json").read_text())
+    assert doc["params_count"] / 1e6 == pytest.approx(t["predicted"], rel=1e-6)  # exact count, not a model
+    if method in ("random", "evolution"):
+        assert t["predicted"] <= 0.3 and doc["candidates"]
+    assert (out / "search.csv").exists() and (out / "search.png").exists()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--target-ms", "5"], "needs a --predictor of a metric in ms"),
+    (["--target-mj", "5", "--predictor", "PRED"], "needs a --predictor of a metric in mJ"),
+    (["--target-ms", "1000", "--predictor", "PRED"], "outside what the space reaches"),
+    (["--max-params", "0.3M", "--data", "cifar10:/nope"], "no such folder"),
+    (["--max-params", "lots"], "expected a positive number"),
+    (["--max-params", "0.3M", "--verify", "local"], "--verify measures latency or energy"),
+    (["--max-params", "0.3M", "--method", "darts"], "'darts' is not one of"),
+])
+def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, predictor, args, msg):
+    args = [str(predictor[0]) if a == "PRED" else a for a in args]
+    p = nasctl("search", *args, "--space", TINY, "-o", tmp_path / "x", check=2)
+    assert msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_torchrun_search_with_two_gloo_processes_stays_one_search(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(
+        ["torchrun", "--nproc-per-node", "2", "--master-port", "29533", "-m", "nasctl", "search", "--max-params", "0.3M",
+         *FAST, "--epochs", "3", "-o", str(out), "--json"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    summaries = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    assert len(summaries) == 1  # only rank 0 talks and writes
+    doc = json.loads((out / "arch.json").read_text())
+    assert doc["search"]["world_size"] == 2 and doc["search"]["alpha_rank_max_diff"] == 0.0
