@@ -16,6 +16,7 @@ seeded generator), w is DDP and α's gradient is averaged, so the ranks stay one
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -79,11 +80,19 @@ class SearchConfig:
         if min(self.w_lr, self.alpha_lr, self.lambda_lr, self.fixed_lambda) < 0 or not 0 < self.tau_min <= self.tau0:
             raise UserError("learning rates and λ must not be negative, and 0 < --tau-min <= --tau0")
 
+    def progress(self, epoch: float) -> float:
+        """0 at the first α step, 1 at the end of the planned epochs (and after: calibration)."""
+        return min(1.0, max(0.0, (epoch - self.warmup_epochs) / max(1e-9, self.epochs - self.warmup_epochs)))
+
     def tau(self, epoch: float) -> float:
         """Exponential decay from tau0 at the first α step to tau_min at the end."""
-        span = max(1e-9, self.epochs - self.warmup_epochs)
-        frac = min(1.0, max(0.0, (epoch - self.warmup_epochs) / span))
-        return self.tau0 * (self.tau_min / self.tau0) ** frac
+        return self.tau0 * (self.tau_min / self.tau0) ** self.progress(epoch)
+
+    def alpha_lr_at(self, epoch: float) -> float:
+        """Cosine from alpha_lr down to 0.3 alpha_lr: late argmax flips settle, and a calibration
+        round moves α from where it is instead of swinging it (measured: ±5% swings at a
+        constant rate after a residual shift)."""
+        return self.alpha_lr * (0.3 + 0.35 * (1 + math.cos(math.pi * self.progress(epoch))))
 
 
 def split(data: Data, seed: int) -> tuple[Subset, Subset]:
@@ -201,6 +210,8 @@ class Searcher:
                     sums[0] += float(loss_w.detach())
                 row = {"epoch": s.epoch + 1, "step": s.step + 1, "tau": tau}
                 if search_alpha:
+                    for g in self.a_opt.param_groups:
+                        g["lr"] = cfg.alpha_lr_at(s.epoch + (s.step % self.steps_per_epoch) / self.steps_per_epoch)
                     row.update(self._alpha_step(xa, ya, tau))
                     sums[1:] += [row["val_loss"], row["val_acc"], 1]
                 s.rows.append(row)
