@@ -21,8 +21,10 @@ nasctl fit-predictor "$RUN/latency.parquet" --metric latency_ms -o "$RUN/predict
 
 # The target: the median of what the predictor says over the sampled archs, so it is reachable.
 TARGET=$(nasctl predict "$RUN/predictor.pt" "$RUN/archs.parquet" --json | python -c "import json, sys; print(round(json.load(sys.stdin)['median'], 2))")
+# Exit 1: the measured latency is still outside --tolerance after the calibration round; the
+# result is written anyway and the table below says by how much.
 nasctl search --predictor "$RUN/predictor.pt" --target-ms "$TARGET" --data digits --resolution 16 \
-    --epochs "$SEARCH_EPOCHS" --verify local -o "$RUN/search" --json > "$RUN/search.json"
+    --epochs "$SEARCH_EPOCHS" --verify local -o "$RUN/search" --json > "$RUN/search.json" || [ $? -eq 1 ]
 nasctl retrain "$RUN/search/arch.json" --data digits --epochs "$EPOCHS" -o "$RUN/model"
 nasctl export "$RUN/model" --format onnx -o "$RUN/model.onnx"
 nasctl report "$RUN"
