@@ -8,6 +8,7 @@ progress and logs go to stderr.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -233,7 +234,7 @@ def fit_predictor_cmd(
     t = Table(title=f"{metric}: held-out {report['test_rows']} rows (default = {chosen})")
     for c in ("model", "RMSE", "MAPE", "Kendall tau", "within 5%", "within 10%"):
         t.add_column(c, justify="right")
-    for name in ("default", "lut", "mlp", "residual"):
+    for name in ("default", "lut", "robust", "mlp", "residual"):
         f = report["test"][name]
         t.add_row(name, f"{f['rmse']:.4g}", f"{f['mape']:.2%}", f"{f['kendall_tau']:.3f}", f"{f['within_5']:.1%}", f"{f['within_10']:.1%}")
     Console().print(t)
@@ -528,7 +529,16 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         print("nasctl: interrupted", file=sys.stderr)
         code = 130
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun, skip interpreter finalization: it races the process group's C++ threads
+        # and now and then aborts a rank that has finished its work (seen under load: "terminate
+        # called without an active exception", SIGABRT, after destroy_process_group). Every file
+        # is already written atomically; only the streams need flushing.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
