@@ -40,7 +40,7 @@ def unit_of(metric: str) -> str:
 
 
 def _module(kind: str, L: int, K: int, members: int) -> nn.Module:
-    if kind == "lut":
+    if kind in ("lut", "robust"):
         return Additive(L, K)
     ens = Ensemble([MLP(L, K) for _ in range(members)])
     return ens if kind == "mlp" else Residual(Additive(L, K), ens)
@@ -195,7 +195,7 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
         "test_rows": int(len(te)),
         "seed": seed,
         "chosen": cands.chosen,
-        "inner_val_rmse": cands.val_rmse,
+        "choice_mae": cands.val_mae,
         "test": {"default": figures(rows.y[te], preds[cands.chosen]), **{k: figures(rows.y[te], p) for k, p in preds.items()}},
         "fit_s": fit_s,
     }

@@ -109,7 +109,7 @@ def reachable(space: SearchSpace, c: Constraint, n: int = 5000, seed: int = 0) -
 
     from nasctl.space.sample import sample
 
-    table = c.predictor.module.weight.detach().numpy() if c.predictor.meta.get("kind") == "lut" else None
+    table = c.predictor.module.weight.detach().numpy() if c.predictor.meta.get("kind") in ("lut", "robust") else None
     allowed = space.allowed
     idx = [sample(space, min(n, space.describe()["size"]), seed)]
     if table is not None:  # an additive model's extremes are exact: the per-layer min and max
