@@ -77,6 +77,7 @@ def test_a_learned_model_must_beat_the_lut_beyond_noise():
     assert not significant_gain(base, base)
     assert not significant_gain(base, base * rng.uniform(0.9, 1.1, 1000))  # a coin flip, not a gain
     assert significant_gain(base, base * 0.7)
+    assert not significant_gain(base, base * 0.999)  # consistent but negligible
     assert not significant_gain(np.zeros(100), rng.uniform(0, 1, 100))  # an exact LUT is kept
 
 
