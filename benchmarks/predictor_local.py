@@ -44,7 +44,7 @@ def main():
     print(json.dumps({
         "rows": rep["rows"], "train_rows": rep["train_rows"], "test_rows": rep["test_rows"],
         "chosen": rep["chosen"], "fit_s": rep["fit_s"],
-        "test": {k: rep["test"][k] for k in ("default", "lut", "mlp")},
+        "test": {k: rep["test"][k] for k in ("default", "lut", "robust", "mlp", "residual")},
         "latency_range_ms": [float(rows.y.min()), float(rows.y.max())],
         "inference": {"archs": a.n_infer, "seconds": dt, "archs_per_s": a.n_infer / dt,
                       "torch_threads": torch.get_num_threads(), "with_std": True},

@@ -284,6 +284,7 @@ class Method(str, Enum):
     lightnas = "lightnas"
     fbnet = "fbnet"
     proxyless = "proxyless"
+    singlepath = "singlepath"
     random = "random"
     evolution = "evolution"
 
@@ -296,8 +297,9 @@ def search(
     target_mj: Annotated[Optional[float], typer.Option(help="Energy target, with an energy predictor.")] = None,
     max_params: Annotated[Optional[str], typer.Option(help="Params budget, e.g. 2.5M (counted at the deployment config).")] = None,
     max_mflops: Annotated[Optional[str], typer.Option(help="Multiply-add budget in millions, e.g. 300.")] = None,
-    method: Annotated[Method, typer.Option(help="lightnas (learned λ, one search) or a baseline.")] = Method.lightnas,
-    lambda_: Annotated[float, typer.Option("--lambda", help="Fixed λ of fbnet / proxyless.")] = 0.2,
+    method: Annotated[Method, typer.Option(help="lightnas (learned λ, one search), singlepath (Single-Path NAS thresholds) or a baseline.")] = Method.lightnas,
+    lambda_: Annotated[Optional[float], typer.Option("--lambda", help="Fixed λ of fbnet / proxyless (default 0.2) or "
+                                                      "singlepath (default: learned, as lightnas).")] = None,
     space: Annotated[str, typer.Option(help="Built-in space name or a space .toml file.")] = "proxyless",
     data: Annotated[str, typer.Option(help="digits | cifar10:PATH | imagefolder:PATH (never downloaded).")] = "digits",
     resolution: Annotated[Optional[int], typer.Option(help="Supernet input resolution (default: the data's).")] = None,
@@ -346,7 +348,7 @@ def search(
         def on_epoch(row: dict):
             figs = ", ".join(f"{k.removeprefix('argmax_')} {v:.4g}" for k, v in row.items()
                              if k.startswith("argmax_") or k in ("latency_ms", "energy_mj") and "argmax_latency_ms" not in row)
-            lam = ", ".join(f"λ {v:+.3f}" for k, v in row.items() if k.startswith("lambda_") and method.value == "lightnas")
+            lam = ", ".join(f"λ {v:+.3f}" for k, v in row.items() if k.startswith("lambda_") and cfg.learned_lambda)
             acc = row.get("epoch_val_acc", row.get("val_acc"))
             task_total = max(progress.tasks[0].total or 0, progress.tasks[0].completed + 1)
             progress.update(task, advance=1, total=task_total,

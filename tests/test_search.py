@@ -85,7 +85,7 @@ def test_a_superkernel_path_computes_exactly_the_standalone_block():
                 for name in ("running_mean", "running_var", "weight", "bias"):
                     getattr(seq[1], name).copy_(getattr(bn, name)[:n])
             gate = torch.nn.functional.one_hot(torch.tensor(k), len(sp.ops)).float()
-            torch.testing.assert_close(mixed(x, gate, False), block(x), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(mixed(x, gate, "single"), block(x), rtol=1e-5, atol=1e-5)
 
 
 def test_single_path_runs_one_op_per_layer_and_multi_path_all_of_them():
@@ -100,7 +100,7 @@ def test_single_path_runs_one_op_per_layer_and_multi_path_all_of_them():
     net(x, gumbel_hard(alpha, allowed, 1.0))
     assert sorted(calls) == list(range(sp.num_layers))
     calls.clear()
-    net(x, gumbel_soft(alpha, allowed, 1.0), multipath=True)
+    net(x, gumbel_soft(alpha, allowed, 1.0), "multi")
     assert len(calls) == int(sp.allowed.sum())
 
 
@@ -170,13 +170,18 @@ def test_bad_search_input_is_one_line_and_writes_nothing(tmp_path, predictor, ar
     assert not (tmp_path / "x").exists()
 
 
+SINGLEPATH = ["--method", "singlepath", "--space", "proxyless", "--width-mult", "0.25", "--resolution", "16",
+              "--warmup-epochs", "1", "--batch", "32", "-q", "--max-params", "5M"]
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
-def test_torchrun_search_with_two_gloo_processes_stays_one_search(tmp_path):
+@pytest.mark.parametrize("args", [[*FAST, "--max-params", "0.3M"], SINGLEPATH], ids=["lightnas", "singlepath"])
+def test_torchrun_search_with_two_gloo_processes_stays_one_search(tmp_path, args):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(
-        ["torchrun", "--nproc-per-node", "2", "--master-port", "29533", "-m", "nasctl", "search", "--max-params", "0.3M",
-         *FAST, "--epochs", "3", "-o", str(out), "--json"],
+        ["torchrun", "--nproc-per-node", "2", "--master-port", "29533", "-m", "nasctl", "search",
+         *args, "--epochs", "3", "-o", str(out), "--json"],
         capture_output=True, text=True, env=env, timeout=600,
     )
     assert p.returncode == 0, p.stderr[-2000:]
@@ -184,3 +189,61 @@ def test_torchrun_search_with_two_gloo_processes_stays_one_search(tmp_path):
     assert len(summaries) == 1  # only rank 0 talks and writes
     doc = json.loads((out / "arch.json").read_text())
     assert doc["search"]["world_size"] == 2 and doc["search"]["alpha_rank_max_diff"] == 0.0
+
+
+def test_singlepath_thresholds_reproduce_every_op_of_the_superkernel_exactly():
+    from nasctl.search.singlepath import Decisions, grid_of
+
+    sp = load_space("proxyless", macro="cifar", resolution=16, num_classes=10, width_mult=0.25)
+    net = SuperNet(sp).eval()
+    for i in (1, 3):  # a stage's first layer (no skip) and a residual one (skip allowed)
+        layer = net.layers[i]
+        d = Decisions(layer.superkernel, grid_of(layer, i))
+        x = torch.randn(2, layer.superkernel.cin, 8, 8)
+        for k, op in layer.ops.items():
+            on, off = -1e9, 1e9  # thresholds far below / above every norm
+            if op.is_skip:
+                t = torch.tensor([off, off, off, off])
+            else:
+                kl, el = d.grid.kernels.index(op.kernel), d.grid.expands.index(op.expand)
+                t = torch.tensor([on if kl >= 1 else off, on if kl >= 2 else off, on if el >= 1 else off, on])
+            with torch.no_grad():
+                torch.testing.assert_close(d.forward(x, t), layer.run(x, k), rtol=1e-5, atol=1e-5)
+            row = d.onehot(t, len(sp.ops))
+            assert row.tolist() == torch.nn.functional.one_hot(torch.tensor(k), len(sp.ops)).float().tolist()
+
+
+def test_singlepath_cost_reaches_thresholds_and_weights():
+    from nasctl.search.singlepath import Decisions, grid_of
+
+    sp = load_space("proxyless", macro="cifar", resolution=16, num_classes=10, width_mult=0.25)
+    net = SuperNet(sp)
+    layer = net.layers[3]
+    d = Decisions(layer.superkernel, grid_of(layer, 3))
+    t = (d.log_norms().detach() - 0.1).requires_grad_(True)  # near the boundary: sigmoid' > 0
+    lut = exact_cost(load_space("proxyless"), "mmacs").module.weight[3]
+    (d.onehot(t, len(sp.ops)) * lut).sum().backward()
+    assert t.grad.abs().sum() > 0 and layer.superkernel.depthwise.grad.abs().sum() > 0
+
+
+def test_singlepath_search_meets_a_params_budget_and_decodes_an_arch_of_the_space(tmp_path):
+    out = tmp_path / "sp"
+    full = exact_cost(load_space("proxyless"), "mparams")
+    largest = float(full.module.bias.detach() + full.module.weight.detach().max(1).values.sum())
+    budget = round(0.8 * largest, 2)
+    p = nasctl("search", "--method", "singlepath", "--max-params", f"{budget}M", "--space", "proxyless", "--resolution", "16",
+               "--width-mult", "0.25", "--epochs", "3", "--warmup-epochs", "1", "--batch", "32", "-q", "-o", out, "--json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = json.loads((out / "arch.json").read_text())
+    arch = load_space("proxyless").parse(doc["arch"])  # an arch string of the same space
+    assert doc["method"] == "singlepath" and doc["targets"][0]["predicted"] <= budget * 1.03
+    assert float(exact_cost(load_space("proxyless"), "mparams").predict([arch])[0][0]) == pytest.approx(doc["targets"][0]["predicted"])
+    assert len(doc["alpha"]) == 21 and all(abs(sum(r.values()) - 1) < 1e-5 for r in doc["alpha"])
+    rows = pd.read_csv(out / "search.csv")
+    assert rows["lambda_params"].dropna().iloc[-1] >= 0
+
+
+def test_singlepath_refuses_a_space_that_is_not_a_kernel_expansion_grid(tmp_path):
+    p = nasctl("search", "--method", "singlepath", "--max-params", "0.3M", *FAST, "-o", tmp_path / "x", check=2)
+    assert "needs every searchable layer's ops to be a full kernel x expansion grid" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()

@@ -8,6 +8,8 @@ Methods differ only in how α becomes gates and in the cost term (`METHODS`):
 - fbnet: soft Gumbel weights over all paths; CE + λ Σ log c(α) with a fixed λ.
 - proxyless: binarized path sampling; CE + λ Σ E[c]/T_c with E[c] = c(softmax(α)), which is
   Σ p·LUT exactly when the predictor is the lookup table; fixed λ.
+- singlepath (`singlepath.py`): no α; thresholds on the superkernels' weight norms decide each
+  layer, weights and thresholds learn together (one level); learned λ, or λ log c with --lambda.
 
 w trains on one half of the training data, α and λ on the other, alternating step by step; α is
 frozen for the first `warmup_epochs`. Under torchrun every rank draws the same gates (a shared
@@ -35,7 +37,7 @@ from nasctl.search.supernet import SuperNet, binarized, gumbel_hard, gumbel_soft
 from nasctl.space.space import Arch, SearchSpace
 from nasctl.train.retrain import distributed, lr_factor, param_groups
 
-METHODS = ("lightnas", "fbnet", "proxyless")  # the gradient methods; `baselines` adds random and evolution
+METHODS = ("lightnas", "fbnet", "proxyless", "singlepath")  # gradient methods; `baselines` adds random and evolution
 ALL_METHODS = (*METHODS, "random", "evolution")
 
 
@@ -64,7 +66,7 @@ class SearchConfig:
     alpha_weight_decay: float = 1e-3
     lambda_lr: float = 0.05
     rho: float = 4.0  # augmented-Lagrangian damping; 0 is the paper's objective
-    fixed_lambda: float = 0.0  # fbnet / proxyless
+    fixed_lambda: float | None = None  # fbnet / proxyless (default 0.2); singlepath: None = learned
     tau0: float = 5.0
     tau_min: float = 0.2
     amp: bool = True
@@ -77,8 +79,18 @@ class SearchConfig:
             raise UserError("--epochs must be >= 1 and 0 <= --warmup-epochs < --epochs")
         if self.batch < 2:
             raise UserError("--batch must be >= 2")
-        if min(self.w_lr, self.alpha_lr, self.lambda_lr, self.fixed_lambda) < 0 or not 0 < self.tau_min <= self.tau0:
+        if min(self.w_lr, self.alpha_lr, self.lambda_lr, self.fixed_lambda or 0) < 0 or not 0 < self.tau_min <= self.tau0:
             raise UserError("learning rates and λ must not be negative, and 0 < --tau-min <= --tau0")
+
+    @property
+    def learned_lambda(self) -> bool:
+        """Whether λ is learned by dual ascent (one search to the target) or fixed by the user."""
+        return self.method == "lightnas" or (self.method == "singlepath" and self.fixed_lambda is None)
+
+    @property
+    def lam(self) -> float:
+        """The fixed λ of the methods that take one."""
+        return 0.2 if self.fixed_lambda is None else self.fixed_lambda
 
     def progress(self, epoch: float) -> float:
         """0 at the first α step, 1 at the end of the planned epochs (and after: calibration)."""
@@ -127,18 +139,20 @@ class SearchState:
 class Searcher:
     """One gradient search over `space` on `data`; call `run(epochs)` once or several times."""
 
+    State = SearchState
+
     def __init__(self, space: SearchSpace, data: Data, constraints: list[Constraint], cfg: SearchConfig):
         self.rank, self.world, self.device = distributed()
         torch.manual_seed(cfg.seed)
         net = SuperNet(space).to(self.device)
-        alpha = torch.zeros(space.allowed.shape, device=self.device, requires_grad=True)
+        alpha = self.new_alpha(space, net).to(self.device).requires_grad_(True)
         for c in constraints:
             c.predictor.module.to(self.device)
-        self.state = SearchState(space, cfg, constraints, net, alpha)
+        self.state = self.State(space, cfg, constraints, net, alpha)
         self.allowed = torch.as_tensor(space.allowed, device=self.device)
         self.ddp = DistributedDataParallel(net, find_unused_parameters=True) if self.world > 1 else net
         self.w_opt = torch.optim.SGD(param_groups(net, cfg.w_weight_decay), lr=cfg.w_lr, momentum=cfg.w_momentum, nesterov=True)
-        self.a_opt = torch.optim.Adam([alpha], lr=cfg.alpha_lr, betas=(0.5, 0.999), weight_decay=cfg.alpha_weight_decay)
+        self.a_opt = torch.optim.Adam([alpha], lr=cfg.alpha_lr, betas=(0.5, 0.999), weight_decay=self.alpha_decay(cfg))
         w_half, a_half = split(data, cfg.seed)
         self.w_sampler = DistributedSampler(w_half, self.world, self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
         self.a_sampler = DistributedSampler(a_half, self.world, self.rank, shuffle=True, seed=cfg.seed + 1, drop_last=True)
@@ -152,27 +166,35 @@ class Searcher:
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp and cuda and torch.cuda.is_bf16_supported()  # bf16: no loss scaling needed
 
-    # -- gates and cost terms per method ------------------------------------------------------
-    def gates(self, tau: float) -> tuple[torch.Tensor, bool]:
+    # -- α, gates and cost terms per method ---------------------------------------------------
+    def new_alpha(self, space: SearchSpace, net: SuperNet) -> torch.Tensor:
+        return torch.zeros(space.allowed.shape)
+
+    def alpha_decay(self, cfg: SearchConfig) -> float:
+        return cfg.alpha_weight_decay
+
+    def gates(self, tau: float) -> tuple[torch.Tensor, str]:
+        """What the supernet's forward takes, and its mode (see `SuperNet.forward`)."""
         m, a = self.state.cfg.method, self.state.alpha
         if m == "lightnas":
-            return gumbel_hard(a, self.allowed, tau, self.gen), False
+            return gumbel_hard(a, self.allowed, tau, self.gen), "single"
         if m == "fbnet":
-            return gumbel_soft(a, self.allowed, tau, self.gen), True
-        return binarized(a, self.allowed, self.gen), False
+            return gumbel_soft(a, self.allowed, tau, self.gen), "multi"
+        return binarized(a, self.allowed, self.gen), "single"
 
     def cost_term(self, gates: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The cost part of the loss for an L x K gate matrix, and each constraint's value."""
         s, cfg = self.state, self.state.cfg
         term = torch.zeros((), device=self.device)
         values = {}
         for c in s.constraints:
             if cfg.method == "proxyless":
                 v = c.value(probabilities(s.alpha, self.allowed))
-                term = term + cfg.fixed_lambda * v / c.target
+                term = term + cfg.lam * v / c.target
             else:
                 v = c.value(gates)
-                if cfg.method == "fbnet":
-                    term = term + cfg.fixed_lambda * torch.log(v.clamp_min(1e-6))
+                if not cfg.learned_lambda:
+                    term = term + cfg.lam * torch.log(v.clamp_min(1e-6))
                 else:
                     r = v / c.target - 1
                     quad = r.clamp_min(0) if c.hard_max else r
@@ -186,7 +208,6 @@ class Searcher:
         """Run `epochs` more epochs: α is frozen during warm-up or when `train_alpha` is False
         (uniform paths: the one-shot training of `evolution`), w when `train_w` is False."""
         s, cfg = self.state, self.state.cfg
-        ddp = self.ddp
         for _ in range(epochs):
             t0 = time.perf_counter()
             self.w_sampler.set_epoch(s.epoch)
@@ -195,24 +216,17 @@ class Searcher:
             sums = np.zeros(4)
             for (xw, yw), (xa, ya) in zip(self.w_loader, self.a_loader):
                 tau = cfg.tau(s.epoch + (s.step % self.steps_per_epoch) / self.steps_per_epoch)
+                for g in self.w_opt.param_groups:
+                    g["lr"] = cfg.w_lr * lr_factor(min(s.step, self.total_steps - 1), 0, self.total_steps)
+                for g in self.a_opt.param_groups:
+                    g["lr"] = cfg.alpha_lr_at(s.epoch + (s.step % self.steps_per_epoch) / self.steps_per_epoch)
+                xw, yw = xw.to(self.device, non_blocking=True), yw.to(self.device, non_blocking=True)
+                xa, ya = xa.to(self.device, non_blocking=True), ya.to(self.device, non_blocking=True)
                 if train_w:
-                    for g in self.w_opt.param_groups:
-                        g["lr"] = cfg.w_lr * lr_factor(min(s.step, self.total_steps - 1), 0, self.total_steps)
-                    with torch.no_grad():
-                        gates, multipath = self.gates(tau)
-                    ddp.train()
-                    xw, yw = xw.to(self.device, non_blocking=True), yw.to(self.device, non_blocking=True)
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                        loss_w = F.cross_entropy(ddp(xw, gates, multipath), yw)
-                    self.w_opt.zero_grad(set_to_none=True)
-                    loss_w.backward()
-                    self.w_opt.step()
-                    sums[0] += float(loss_w.detach())
+                    sums[0] += self._w_step(xw, yw, tau, search_alpha)
                 row = {"epoch": s.epoch + 1, "step": s.step + 1, "tau": tau}
                 if search_alpha:
-                    for g in self.a_opt.param_groups:
-                        g["lr"] = cfg.alpha_lr_at(s.epoch + (s.step % self.steps_per_epoch) / self.steps_per_epoch)
-                    row.update(self._alpha_step(xa, ya, tau))
+                    row.update(self._alpha_step(xa, ya, tau, train_w))
                     sums[1:] += [row["val_loss"], row["val_acc"], 1]
                 s.rows.append(row)
                 s.step += 1
@@ -230,12 +244,24 @@ class Searcher:
         return s
 
     def multiplier(self, c: Constraint) -> float:
-        return c.lam if self.state.cfg.method == "lightnas" else self.state.cfg.fixed_lambda
+        return c.lam if self.state.cfg.learned_lambda else self.state.cfg.lam
 
-    def _alpha_step(self, x, y, tau: float) -> dict:
-        s, cfg = self.state, self.state.cfg
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        gates, multipath = self.gates(tau)
+    def _w_step(self, x, y, tau: float, search_alpha: bool) -> float:
+        """One SGD step of w on its half, through gates drawn from the current α."""
+        with torch.no_grad():
+            gates, mode = self.gates(tau)
+        self.ddp.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss = F.cross_entropy(self.ddp(x, gates, mode), y)
+        self.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.w_opt.step()
+        return float(loss.detach())
+
+    def _alpha_step(self, x, y, tau: float, train_w: bool) -> dict:
+        """One step of α (and λ) on the other half, w frozen."""
+        s = self.state
+        gates, mode = self.gates(tau)
         s.net.train()
         # The bare module with w frozen: no weight gradients to compute, and none for DDP's hooks
         # to see (they would fire outside a DDP step); only α's are averaged over the ranks.
@@ -244,7 +270,7 @@ class Searcher:
             p.requires_grad_(False)
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                out = s.net(x, gates, multipath)
+                out = s.net(x, gates, mode)
                 ce = F.cross_entropy(out, y)
             term, values = self.cost_term(gates)
             self.a_opt.zero_grad(set_to_none=True)
@@ -256,7 +282,12 @@ class Searcher:
             dist.all_reduce(s.alpha.grad)
             s.alpha.grad /= self.world
         self.a_opt.step()
-        if cfg.method == "lightnas":
+        return self._ascend(out, y, ce, values)
+
+    def _ascend(self, out, y, ce, values: dict) -> dict:
+        """λ's dual-ascent step where it is learned, and the step's row."""
+        s, cfg = self.state, self.state.cfg
+        if cfg.learned_lambda:
             for c in s.constraints:
                 c.ascend(values[c.name], cfg.lambda_lr)
         acc = float((out.argmax(1) == y).float().mean())

@@ -24,6 +24,7 @@ from nasctl.predict import Predictor
 from nasctl.search.baselines import evolution_search, random_search
 from nasctl.search.constraints import Constraint, build_constraints
 from nasctl.search.engine import METHODS, SearchConfig, Searcher
+from nasctl.search.singlepath import SinglePathSearcher
 from nasctl.space.space import Arch, load_space
 from nasctl.tables import atomic_write, write_table
 from nasctl.train.retrain import rank
@@ -73,7 +74,8 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
     if job.verify and not any(c.name not in ("params", "mflops") for c in constraints):
         raise UserError("--verify measures latency or energy: give --target-ms or --target-mj with a --predictor")
     gradient = cfg.method in METHODS
-    searcher = Searcher(space, data, constraints, SearchConfig(**{**asdict(cfg), "method": cfg.method if gradient else "lightnas"}))
+    kind = SinglePathSearcher if cfg.method == "singlepath" else Searcher
+    searcher = kind(space, data, constraints, SearchConfig(**{**asdict(cfg), "method": cfg.method if gradient else "lightnas"}))
     lead = rank() == 0
     events.start()
     trace: list[dict] = []

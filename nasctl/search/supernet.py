@@ -80,9 +80,11 @@ class MixedLayer(nn.Module):
         op = self.ops[k]
         return self.superkernel(x, op) if op.name in self.shared else self.blocks[op.name](x)
 
-    def forward(self, x: torch.Tensor, gate: torch.Tensor, multipath: bool) -> torch.Tensor:
-        if multipath:
+    def forward(self, x: torch.Tensor, gate: torch.Tensor, mode: str) -> torch.Tensor:
+        if mode == "multi":
             return sum(gate[k] * self.run(x, k) for k in self.ops)
+        if mode == "threshold":
+            return self.decisions.forward(x, gate)  # set by `singlepath.SinglePathSearcher`
         k = int(gate.argmax())
         return gate[k] * self.run(x, k)
 
@@ -93,10 +95,12 @@ class SuperNet(Macro):
         self.space = space
         self.layers = nn.ModuleList(MixedLayer(space, l, shared) for l in space.layers)
 
-    def forward(self, x: torch.Tensor, gates: torch.Tensor, multipath: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gates: torch.Tensor, mode: str = "single") -> torch.Tensor:
+        """`gates` per layer: a one-hot that picks one path ("single"), soft weights over all
+        paths ("multi"), or Single-Path NAS thresholds on the superkernel ("threshold")."""
         x = self.fixed(self.stem(x))
         for layer, gate in zip(self.layers, gates):
-            x = layer(x, gate, multipath)
+            x = layer(x, gate, mode)
         return self.classify(x)
 
 
