@@ -134,7 +134,7 @@ def pareto(searches: list[tuple[Path, dict]], retrains: dict, run: Path) -> str 
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    markers = {"lightnas": "*", "fbnet": "s", "proxyless": "D", "random": "o", "evolution": "^"}
+    markers = {"lightnas": "*", "singlepath": "P", "fbnet": "s", "proxyless": "D", "random": "o", "evolution": "^"}
     for m, name, lat, acc, kind, src in pts:
         ax.scatter(lat, acc, marker=markers.get(m, "x"), s=120 if m == "lightnas" else 50, label=f"{m}: {name} ({kind} ms, {src} acc)")
     ax.set_xlabel("latency (ms)")
