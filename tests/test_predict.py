@@ -78,6 +78,7 @@ def test_a_learned_model_must_beat_the_lut_beyond_noise():
     assert not significant_gain(base, base * rng.uniform(0.9, 1.1, 1000))  # a coin flip, not a gain
     assert significant_gain(base, base * 0.7)
     assert not significant_gain(base, base * 0.999)  # consistent but negligible
+    assert not significant_gain(base[:20], base[:20] * 0.5)  # too few rows to tell
     assert not significant_gain(np.zeros(100), rng.uniform(0, 1, 100))  # an exact LUT is kept
 
 
@@ -133,3 +134,16 @@ def test_error_rows_are_skipped_with_a_count(tmp_path, help_rows):
     df.to_csv(f, index=False)
     rows = load_rows(f, "pixel2_ms", "fbnet")
     assert rows.skipped_errors == 10 and len(rows.y) == 590
+
+
+def test_a_real_layer_interaction_is_learned_and_chosen_over_the_lut():
+    from nasctl.predict.fit import FitConfig, fit_candidates
+
+    rng = np.random.default_rng(0)
+    n, L, K = 800, 6, 4
+    idx = rng.integers(0, K, (n, L))
+    X = np.eye(K, dtype=np.float32)[idx]
+    fused = (idx[:, 0] == idx[:, 1]).astype(float)  # not a sum over layers: two layers together
+    y = 10 + X.reshape(n, -1) @ rng.uniform(0, 1, L * K) + 2.0 * fused + rng.normal(0, 0.05, n)
+    c = fit_candidates(X, y, FitConfig(members=2))
+    assert c.chosen in ("residual", "mlp") and c.val_mae[c.chosen] < 0.5 * c.val_mae["lut"]

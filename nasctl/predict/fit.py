@@ -117,10 +117,16 @@ def fit_ensemble(Xt, yt, Xv, yv, cfg: FitConfig, zero_head: bool = False) -> tup
     return ens, _rmse(ens, Xv, yv)
 
 
+MIN_CHOICE_ROWS = 30
+
+
 def significant_gain(base_err: np.ndarray, cand_err: np.ndarray, z: float = 2.0, min_gain: float = 0.01) -> bool:
     """Whether a candidate's per-row errors are lower than the base's beyond noise, and by a
-    margin worth a more complex model."""
+    margin worth a more complex model. Under MIN_CHOICE_ROWS rows the spread itself is a guess
+    (the quickstart's 60 rows leave 5: an MLP with twice the LUT's held-out error won there)."""
     d = base_err - cand_err
+    if len(d) < MIN_CHOICE_ROWS:
+        return False
     return bool(d.mean() > max(z * d.std(ddof=1) / np.sqrt(len(d)), min_gain * base_err.mean()))
 
 
