@@ -57,8 +57,7 @@ def fit_lut(X: np.ndarray, y: np.ndarray, robust: bool = False) -> Additive:
     n, L, K = X.shape
     A = np.concatenate([np.ones((n, 1)), X.reshape(n, -1)], 1)
     coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-    scale = 3 * robust_sigma(y - A @ coef)
-    if robust and scale > 0:
+    if robust and (scale := 3 * robust_sigma(y - A @ coef)) > 0:
         coef = least_squares(lambda c: A @ c - y, coef, jac=lambda c: A, loss="huber", f_scale=scale).x
     lut = Additive(L, K)
     with torch.no_grad():

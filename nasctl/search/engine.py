@@ -221,11 +221,11 @@ class Searcher:
                 for g in self.a_opt.param_groups:
                     g["lr"] = cfg.alpha_lr_at(s.epoch + (s.step % self.steps_per_epoch) / self.steps_per_epoch)
                 xw, yw = xw.to(self.device, non_blocking=True), yw.to(self.device, non_blocking=True)
-                xa, ya = xa.to(self.device, non_blocking=True), ya.to(self.device, non_blocking=True)
                 if train_w:
                     sums[0] += self._w_step(xw, yw, tau, search_alpha)
                 row = {"epoch": s.epoch + 1, "step": s.step + 1, "tau": tau}
                 if search_alpha:
+                    xa, ya = xa.to(self.device, non_blocking=True), ya.to(self.device, non_blocking=True)
                     row.update(self._alpha_step(xa, ya, tau, train_w))
                     sums[1:] += [row["val_loss"], row["val_acc"], 1]
                 s.rows.append(row)

@@ -175,7 +175,7 @@ class SinglePathSearcher(Searcher):
         return 0.0  # a threshold has no natural zero to decay towards
 
     def gates(self, tau: float) -> tuple[torch.Tensor, str]:
-        return self.state.alpha, "threshold"
+        return self.state.alpha.detach(), "threshold"  # the w-only step; `_joint` uses α itself
 
     def matrix(self) -> torch.Tensor:
         """The L x K one-hot of the current decisions, differentiable in thresholds and weights."""
@@ -184,15 +184,7 @@ class SinglePathSearcher(Searcher):
 
     def _w_step(self, x, y, tau: float, search_alpha: bool) -> float:
         if not search_alpha:  # warm-up: thresholds frozen, the weights of the largest op learn
-            with torch.no_grad():
-                alpha = self.state.alpha.detach()
-            self.ddp.train()
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                loss = F.cross_entropy(self.ddp(x, alpha, "threshold"), y)
-            self.w_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.w_opt.step()
-            return float(loss.detach())
+            return super()._w_step(x, y, tau, search_alpha)
         return float(self._joint(x, y, True)[2].detach())
 
     def _alpha_step(self, x, y, tau: float, train_w: bool) -> dict:
