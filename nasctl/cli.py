@@ -221,8 +221,8 @@ def fit_predictor_cmd(
         err.print(f"fitting {metric} on {len(data.y)} rows ({data.skipped_errors} error rows skipped)...")
     pred, report, (y_te, preds) = fit_predictor(data, metric, test, seed, FitConfig(seed=seed, members=members))
     chosen = report["chosen"]
-    png = scatter_png(y_te, {f"nasctl ({chosen})": preds[chosen], "LUT": preds["lut"]},
-                      {f"nasctl ({chosen})": report["test"]["default"], "LUT": report["test"]["lut"]},
+    png = scatter_png(y_te, {f"nasctl ({chosen})": preds[chosen], "least-squares LUT": preds["lut_ls"]},
+                      {f"nasctl ({chosen})": report["test"]["default"], "least-squares LUT": report["test"]["lut_ls"]},
                       f"{metric} on {data.space.name}: held-out {len(y_te)} of {len(data.y)} rows", report["unit"])
     report = {**report, "output": str(output)}
     pred.save(output)
@@ -234,7 +234,7 @@ def fit_predictor_cmd(
     t = Table(title=f"{metric}: held-out {report['test_rows']} rows (default = {chosen})")
     for c in ("model", "RMSE", "MAPE", "Kendall tau", "within 5%", "within 10%"):
         t.add_column(c, justify="right")
-    for name in ("default", "lut", "robust", "mlp", "residual"):
+    for name in ("default", "lut", "robust", "mlp", "residual", "lut_ls"):
         f = report["test"][name]
         t.add_row(name, f"{f['rmse']:.4g}", f"{f['mape']:.2%}", f"{f['kendall_tau']:.3f}", f"{f['within_5']:.1%}", f"{f['within_10']:.1%}")
     Console().print(t)

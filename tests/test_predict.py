@@ -147,3 +147,19 @@ def test_a_real_layer_interaction_is_learned_and_chosen_over_the_lut():
     y = 10 + X.reshape(n, -1) @ rng.uniform(0, 1, L * K) + 2.0 * fused + rng.normal(0, 0.05, n)
     c = fit_candidates(X, y, FitConfig(members=2))
     assert c.chosen in ("residual", "mlp") and c.val_mae[c.chosen] < 0.5 * c.val_mae["lut"]
+
+
+def test_with_fewer_rows_than_table_entries_the_cost_prior_carries_the_lut(help_csv):
+    """48 measured rows for a 22 x 9 table: least squares is underdetermined and guesses at every
+    entry it never saw; the LUT shrunk towards its MACs/params prior predicts the other rows."""
+    from nasctl.models.cost import cost_table
+    from nasctl.predict.fit import fit_lut
+    from nasctl.predict.metrics import figures
+
+    rows = load_rows(help_csv, "xeon_gold_6226_ms", "fbnet")
+    tr, te = np.split(np.random.default_rng(0).permutation(len(rows.y)), [48])
+    X = torch.as_tensor(rows.X[te], dtype=torch.float32)
+    with torch.no_grad():
+        prior = figures(rows.y[te], fit_lut(rows.X[tr], rows.y[tr], features=cost_table(rows.space).features())(X).numpy())
+        ls = figures(rows.y[te], fit_lut(rows.X[tr], rows.y[tr], shrink=False)(X).numpy())
+    assert prior["mape"] < 0.5 * ls["mape"] and prior["kendall_tau"] > ls["kendall_tau"] + 0.2

@@ -39,6 +39,12 @@ class CostTable:
             self.fixed_params + self.params[rows, idx].sum(1),
         )
 
+    def features(self) -> np.ndarray:
+        """L x K x 3 per-(layer, op) cost features: MMACs, Mparams, 1 for an op that computes.
+        Latency is nearly linear in them, so they are the prior a latency table shrinks towards
+        where measured rows are few."""
+        return np.stack([self.macs / 1e6, self.params / 1e6, (self.macs > 0).astype(float)], -1)
+
 
 def _cache_file(space: SearchSpace) -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")

@@ -21,6 +21,7 @@ from torch import nn
 
 from nasctl import __version__
 from nasctl.errors import UserError
+from nasctl.models.cost import cost_table
 from nasctl.predict.fit import FitConfig, fit_candidates
 from nasctl.predict.metrics import figures
 from nasctl.predict.models import MLP, Additive, Ensemble, Residual, uncertainty
@@ -181,7 +182,7 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
     perm = np.random.default_rng(seed).permutation(len(rows.y))
     nt = max(1, int(round(test * len(perm))))
     te, tr = perm[:nt], perm[nt:]
-    cands = fit_candidates(rows.X[tr], rows.y[tr], cfg)
+    cands = fit_candidates(rows.X[tr], rows.y[tr], cfg, cost_table(rows.space).features())
     Xte = torch.as_tensor(rows.X[te], dtype=torch.float32)
     with torch.no_grad():
         preds = {k: m(Xte).numpy() for k, m in cands.models.items()}
@@ -218,8 +219,6 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
 
 def exact_cost(space: SearchSpace, what: str) -> Predictor:
     """MACs (millions) or params (millions) as an Additive predictor: exact, differentiable."""
-    from nasctl.models.cost import cost_table
-
     t = cost_table(space)
     table, fixed = (t.macs, t.fixed_macs) if what == "mmacs" else (t.params, t.fixed_params)
     lut = Additive(*table.shape)

@@ -194,9 +194,9 @@ def build_report(run: Path, output: Path | None = None) -> dict:
         sections.append(("Latency of the sampled archs", _img(latency_hist(f.rows, run))))
     for p in f.predictors:
         rep = json.loads(p.with_suffix(".json").read_text())
-        d, lut = rep["test"]["default"], rep["test"]["lut"]
+        d, lut = rep["test"]["default"], rep["test"]["lut_ls"]
         text = (f"{rep['metric']} on {rep['rows']} rows, held-out {rep['test_rows']}: chosen <b>{html.escape(rep['chosen'])}</b>, "
-                f"MAPE {d['mape']:.2%}, Kendall τ {d['kendall_tau']:.3f} (LUT: MAPE {lut['mape']:.2%}, τ {lut['kendall_tau']:.3f})")
+                f"MAPE {d['mape']:.2%}, Kendall τ {d['kendall_tau']:.3f} (least-squares LUT: MAPE {lut['mape']:.2%}, τ {lut['kendall_tau']:.3f})")
         sections.append((f"Predictor {p.relative_to(run)}", f"<p>{text}</p>" + _img(base64.b64encode(p.with_suffix(".png").read_bytes()).decode())))
     for d, doc in f.searches:
         figs = "; ".join(f"{t['metric']} predicted {t['predicted']:.4g} {t['unit']} against {t['kind']} {t['target']:g}" for t in doc["targets"])
