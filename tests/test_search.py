@@ -268,3 +268,22 @@ def test_singlepath_refuses_a_space_that_is_not_a_kernel_expansion_grid(tmp_path
     p = nasctl("search", "--method", "singlepath", "--max-params", "0.3M", *FAST, "-o", tmp_path / "x", check=2)
     assert "needs every searchable layer's ops to be a full kernel x expansion grid" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_derive_moves_an_off_target_argmax_onto_the_target_and_leaves_a_good_one_alone():
+    from nasctl.search.constraints import derive
+
+    sp = load_space("proxyless")
+    macs = Constraint("mflops", exact_cost(sp, "mmacs"), 1.0, "M")
+    rng = np.random.default_rng(0)
+    probs = np.where(sp.allowed, rng.uniform(0.5, 1.0, sp.allowed.shape), 0)
+    probs[:, 0] += 1.0  # k3_e3 is every layer's argmax
+    probs /= probs.sum(1, keepdims=True)
+    start = probs.argmax(1)
+    base = macs.predict(sp.from_indices(start))[0]
+    macs.target = 1.2 * base
+    idx = derive(start, probs, sp.allowed, [macs], 0.01)
+    assert abs(macs.predict(sp.from_indices(idx))[0] / macs.target - 1) <= 0.01
+    assert 0 < (idx != start).sum() < sp.num_layers / 2 and sp.allowed[np.arange(len(idx)), idx].all()
+    macs.target = base * 1.005
+    assert (derive(start, probs, sp.allowed, [macs], 0.01) == start).all()

@@ -127,6 +127,7 @@ class SearchState:
     epoch: int = 0
     step: int = 0
     wall_s: float = 0.0
+    derived_from: str | None = None  # the argmax, where `derive` changed it to meet the targets
 
     def arch(self) -> Arch:
         a = masked(self.alpha.detach().cpu(), torch.as_tensor(self.space.allowed))

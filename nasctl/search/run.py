@@ -22,7 +22,7 @@ from nasctl.data import load_data
 from nasctl.errors import NasctlError, UserError
 from nasctl.predict import Predictor
 from nasctl.search.baselines import evolution_search, random_search
-from nasctl.search.constraints import Constraint, build_constraints
+from nasctl.search.constraints import Constraint, build_constraints, derive
 from nasctl.search.engine import METHODS, SearchConfig, Searcher
 from nasctl.search.singlepath import SinglePathSearcher
 from nasctl.space.space import Arch, load_space
@@ -85,7 +85,7 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
         arch, trace = evolution_search(searcher, job.population, job.generations, events.epoch)
     else:
         searcher.run(cfg.epochs, on_epoch=events.epoch)
-        arch = searcher.state.arch()
+        arch = _derive(searcher, constraints, job, events)
     agree = _ranks_agree(searcher)
     rounds = []
     if job.verify and lead:
@@ -101,7 +101,7 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
             events.note(f"measured {_gap_text(rounds[-1])}: calibrating the predictor by the residual, "
                         f"searching {extra} more epochs")
             searcher.run(extra, train_w=False, on_epoch=events.epoch)
-            arch = searcher.state.arch()
+            arch = _derive(searcher, constraints, job, events)
             rounds.append(_verify(arch, constraints, job, out, events))
     if searcher.world > 1:
         dist.barrier()
@@ -109,6 +109,23 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
     if not lead:
         return {}
     return _write(out, job, cfg, searcher, arch, constraints, rounds, trace, data.name, time.perf_counter() - t0, agree)
+
+
+def _derive(searcher: Searcher, constraints: list[Constraint], job: Job, events: Events) -> Arch:
+    """The argmax, fixed by `derive` where a learned λ's target is predicted missed by more than
+    a third of the tolerance (fixed-λ methods keep their argmax: that is what they are)."""
+    s = searcher.state
+    arch, s.derived_from = s.arch(), None
+    if not s.cfg.learned_lambda:
+        return arch
+    idx = derive(arch.indices, s.probabilities(), s.space.allowed, constraints, job.tolerance / 3)
+    if (idx != arch.indices).any():
+        fixed = s.space.from_indices(idx)
+        figs = ", ".join(f"{c.name} {c.predict(arch)[0]:.4g} -> {c.predict(fixed)[0]:.4g} (target {c.target:g})" for c in constraints)
+        events.note(f"the argmax is predicted off target: {int((idx != arch.indices).sum())} layer(s) changed, {figs}")
+        s.derived_from = arch.string
+        return fixed
+    return arch
 
 
 def _ranks_agree(searcher: Searcher) -> float:
@@ -186,7 +203,7 @@ def _write(out: Path, job: Job, cfg: SearchConfig, searcher: Searcher, arch: Arc
         "method": cfg.method, "targets": targets, "macs": macs, "params_count": params,
         "alpha": [{op: float(p) for op, p in zip(s.space.ops, row) if s.space.allowed[i][s.space.ops.index(op)]}
                   for i, row in enumerate(probs)] if cfg.method in METHODS else None,
-        "verify": rounds, "tolerance": job.tolerance,
+        "argmax": s.derived_from or arch.string, "verify": rounds, "tolerance": job.tolerance,
         "search": {"data": data_name, "epochs": s.epoch, "steps": s.step, "wall_s": wall_s, "supernet_train_s": s.wall_s,
                    "world_size": searcher.world, "alpha_rank_max_diff": alpha_rank_max_diff,
                    "supernet": {"macro": s.space.params.macro, "resolution": s.space.params.resolution,
