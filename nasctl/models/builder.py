@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nasctl.space.cells import CellSpace
 from nasctl.space.space import Arch, SearchSpace, parse_op
 
 
@@ -100,8 +101,12 @@ class Net(Macro):
         return self.classify(self.layers(self.fixed(self.stem(x))))
 
 
-def build(arch: Arch, dropout: float = 0.0) -> Net:
+def build(arch: Arch, dropout: float = 0.0) -> nn.Module:
     """The standalone network; `dropout` sits before the classifier (0.2 in the retrain recipe)."""
+    if isinstance(arch.space, CellSpace):
+        from nasctl.models.cells import CellNet
+
+        return CellNet(arch, dropout)
     return Net(arch, dropout)
 
 

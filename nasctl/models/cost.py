@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from nasctl import __version__
-from nasctl.models.builder import Net, count, make_block
+from nasctl.models.builder import build, count, make_block
+from nasctl.space.cells import CellSpace
+from nasctl.space.sample import draw
 from nasctl.space.space import Arch, SearchSpace
 from nasctl.tables import atomic_write
 
@@ -70,24 +72,27 @@ def cost_table(space: SearchSpace) -> CostTable:
     return table
 
 
-def _count_table(space: SearchSpace) -> CostTable:
-    L, K = space.allowed.shape
-    macs, params = np.zeros((L, K), np.int64), np.zeros((L, K), np.int64)
-    for l in space.layers:
-        for op in l.ops:
-            with torch.device("meta"):  # build without memory; count outside the mode (10x faster)
-                block = make_block(space, l.in_ch, l.out_ch, l.stride, op)
-            macs[l.index, space.ops.index(op)], params[l.index, space.ops.index(op)] = count(
-                block, (1, l.in_ch, l.in_hw, l.in_hw)
-            )
+def _count_table(space: SearchSpace | CellSpace) -> CostTable:
+    if isinstance(space, CellSpace):
+        from nasctl.models.cells import edge_costs
+
+        macs, params = edge_costs(space)
+    else:
+        macs, params = np.zeros(space.allowed.shape, np.int64), np.zeros(space.allowed.shape, np.int64)
+        for l in space.layers:
+            for op in l.ops:
+                with torch.device("meta"):  # build without memory; count outside the mode (10x faster)
+                    block = make_block(space, l.in_ch, l.out_ch, l.stride, op)
+                macs[l.index, space.ops.index(op)], params[l.index, space.ops.index(op)] = count(
+                    block, (1, l.in_ch, l.in_hw, l.in_hw)
+                )
     # The fixed part: a whole net less its searchable layers, counted on any valid arch.
+    some = draw(space, np.zeros((1,) + space.allowed.shape), np.random.default_rng(0))[0]
     with torch.device("meta"):
-        some = Net(space.from_indices(space.allowed.argmax(1)))
-    total_macs, total_params = count(some, (1, 3, space.params.resolution, space.params.resolution))
-    first = np.arange(L), space.allowed.argmax(1)
-    return CostTable(
-        int(total_macs - macs[first].sum()), int(total_params - params[first].sum()), macs, params
-    )
+        net = build(space.from_indices(some))
+    total_macs, total_params = count(net, (1, 3, space.params.resolution, space.params.resolution))
+    rows = np.arange(len(some)), some
+    return CostTable(int(total_macs - macs[rows].sum()), int(total_params - params[rows].sum()), macs, params)
 
 
 def arch_cost(arch: Arch) -> tuple[int, int]:

@@ -41,6 +41,8 @@ class FitConfig:
     patience: int = 40
     batch: int = 128
     lr: float = 1e-3
+    hidden: tuple[int, ...] = (128, 64)  # the space's MLP (`space.mlp`), set by fit_predictor
+    activation: str = "relu"
 
 
 def robust_sigma(r: np.ndarray) -> float:
@@ -121,7 +123,7 @@ def train_mlp(Xt, yt, Xv, yv, wd: float, seed: int, cfg: FitConfig, zero_head: b
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     L, K = Xt.shape[1:]
-    m = MLP(L, K)
+    m = MLP(L, K, cfg.hidden, cfg.activation)
     if zero_head:
         nn.init.zeros_(m.net[-1].weight)
         nn.init.zeros_(m.net[-1].bias)

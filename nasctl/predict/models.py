@@ -3,7 +3,8 @@ through them, and a straight-through one-hot gives the exact figure of its arch.
 
 - `Additive`: the lookup table, b + sum(W * X). Fitted by least squares it is the FBNet /
   ProxylessNAS LUT; with the cost table as W it is the exact MACs or params of an arch.
-- `MLP`: LightNAS's 128-64-1 on the flattened one-hot, on a standardized target.
+- `MLP`: on the flattened one-hot, on a standardized target; LightNAS's 128-64-1 ReLU in the
+  layered spaces, LA-DARTS's LPM (256-64-1, sigmoid) in the cell spaces (`space.mlp`).
 - `Ensemble`: members' mean and std; the std is the predictor's own uncertainty.
 - `Residual`: LUT + MLP on what the LUT misses (interactions between layers).
 """
@@ -24,14 +25,17 @@ class Additive(nn.Module):
         return self.bias + (x * self.weight).sum((-2, -1))
 
 
-class MLP(nn.Module):
-    """128-64-1 on the flattened one-hot; predicts y_mean + y_std * out."""
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
-    def __init__(self, L: int, K: int, hidden=(128, 64)):
+
+class MLP(nn.Module):
+    """hidden-1 on the flattened one-hot; predicts y_mean + y_std * out."""
+
+    def __init__(self, L: int, K: int, hidden=(128, 64), activation: str = "relu"):
         super().__init__()
         layers, d = [], L * K
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU()]
+            layers += [nn.Linear(d, h), ACTIVATIONS[activation]()]
             d = h
         self.net = nn.Sequential(*layers, nn.Linear(d, 1))
         self.register_buffer("y_mean", torch.zeros(()))

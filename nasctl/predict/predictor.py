@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from nasctl.space.space import Arch, SearchSpace, load_space
 from nasctl.tables import atomic_write, read_table
 
 FORMAT = "nasctl-predictor/1"
+LIGHTNAS_MLP = {"hidden": [128, 64], "activation": "relu"}  # files written before "mlp" was stored
 MIN_ROWS = 30
 
 
@@ -40,10 +41,10 @@ def unit_of(metric: str) -> str:
     return ""
 
 
-def _module(kind: str, L: int, K: int, members: int) -> nn.Module:
+def _module(kind: str, L: int, K: int, members: int, mlp: dict) -> nn.Module:
     if kind in ("lut", "robust"):
         return Additive(L, K)
-    ens = Ensemble([MLP(L, K) for _ in range(members)])
+    ens = Ensemble([MLP(L, K, tuple(mlp["hidden"]), mlp["activation"]) for _ in range(members)])
     return ens if kind == "mlp" else Residual(Additive(L, K), ens)
 
 
@@ -111,7 +112,7 @@ class Predictor:
             raise UserError(f"{path}: not a nasctl predictor file (format {FORMAT})")
         meta = json.loads(blob["meta"])
         s = meta["space"]
-        module = _module(meta["kind"], s["layers"], len(s["ops"]), meta["members"])
+        module = _module(meta["kind"], s["layers"], len(s["ops"]), meta["members"], meta.get("mlp", LIGHTNAS_MLP))
         module.load_state_dict(blob["state_dict"])
         return cls(module.eval(), meta)
 
@@ -175,7 +176,8 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
 
     Returns the predictor, the report, and the held-out (measured, {model: predicted}) pair.
     """
-    cfg = cfg or FitConfig(seed=seed)
+    hidden, activation = rows.space.mlp
+    cfg = replace(cfg or FitConfig(seed=seed), hidden=hidden, activation=activation)
     if not 0 < test < 1:
         raise UserError("--test must be between 0 and 1")
     t0 = time.perf_counter()
@@ -204,6 +206,7 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
     meta = {
         "kind": cands.chosen,
         "members": _members(cands.models[cands.chosen]),
+        "mlp": {"hidden": list(hidden), "activation": activation},
         "metric": metric,
         "unit": unit_of(metric),
         "space": space_meta(rows.space),

@@ -11,12 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 from nasctl.errors import UserError
+from nasctl.space.cells import NONE
 from nasctl.space.space import SearchSpace
 
 STRATIFY = ("none", "macs", "params")
 
 
-def _draw(allowed: np.ndarray, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def draw(space, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, L) op indices of valid archs, each layer's op from softmax(logits) over allowed ops
+    (a cell space also picks which inputs each node keeps)."""
+    return space.draw(logits, rng) if hasattr(space, "draw") else draw_layers(space.allowed, logits, rng)
+
+
+def draw_layers(allowed: np.ndarray, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(N, L) op indices, each layer sampled from softmax(logits) restricted to allowed ops."""
     z = np.where(allowed[None], logits, -np.inf)
     p = np.exp(z - z.max(-1, keepdims=True))
@@ -42,7 +49,7 @@ def sample(space: SearchSpace, n: int, seed: int = 0, stratify: str = "none") ->
     if stratify not in STRATIFY:
         raise UserError(f"unknown stratify {stratify!r} (one of: {', '.join(STRATIFY)})")
     allowed = space.allowed
-    size = np.prod(allowed.sum(1).astype(float))
+    size = space.describe()["size"]
     if n > size:
         raise UserError(f"space {space.name!r} has only {int(size)} archs, asked for {n}")
     rng = np.random.default_rng(seed)
@@ -50,7 +57,7 @@ def sample(space: SearchSpace, n: int, seed: int = 0, stratify: str = "none") ->
     if stratify == "none":
         got: list[np.ndarray] = []
         while len(got) < n:
-            got += _unique_rows(_draw(allowed, np.zeros(allowed.shape), rng), seen)[: n - len(got)]
+            got += _unique_rows(draw(space, np.zeros((1,) + allowed.shape), rng), seen)[: n - len(got)]
         return np.stack(got)
     return _stratified(space, n, rng, stratify)
 
@@ -61,10 +68,11 @@ def _stratified(space: SearchSpace, n: int, rng: np.random.Generator, key: str) 
     table = cost_table(space)
     cost = (table.macs if key == "macs" else table.params).astype(float)
     allowed = space.allowed
-    lo = np.where(allowed, cost, np.inf).min(1, keepdims=True)
-    hi = np.where(allowed, cost, -np.inf).max(1, keepdims=True)
-    norm = np.where(allowed, (cost - lo) / np.maximum(hi - lo, 1e-12), 0.0)  # 0 cheapest, 1 dearest
-    cmin, cmax = lo.sum(), hi.sum()
+    ops = allowed & (np.asarray(space.ops) != NONE)  # an absent edge is no op to tilt towards
+    lo = np.where(ops, cost, np.inf).min(1, keepdims=True)
+    hi = np.where(ops, cost, -np.inf).max(1, keepdims=True)
+    norm = np.where(ops, (cost - lo) / np.maximum(hi - lo, 1e-12), 0.0)  # 0 cheapest, 1 dearest
+    cmin, cmax = space.cost_range(lo[:, 0], hi[:, 0])
     edges = np.linspace(cmin, cmax, n + 1)
 
     seen: set = set()
@@ -72,7 +80,7 @@ def _stratified(space: SearchSpace, n: int, rng: np.random.Generator, key: str) 
     # Tilts from strongly-cheap to strongly-dear reach both tails; a tilt of 0 is uniform.
     for _ in range(8):
         tilt = rng.uniform(-12, 12, size=(max(20 * n, 4000), 1, 1))
-        pool += _unique_rows(_draw(allowed, tilt * norm[None], rng), seen)
+        pool += _unique_rows(draw(space, tilt * norm[None], rng), seen)
         idx = np.stack(pool)
         c = cost[np.arange(allowed.shape[0]), idx].sum(1)
         bins = np.clip(np.searchsorted(edges, c, side="right") - 1, 0, n - 1)

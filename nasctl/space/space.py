@@ -15,12 +15,15 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from nasctl.errors import UserError
+from nasctl.space import cells
+from nasctl.space.cells import CellSpace
 
 SKIP = "skip"
 _OP_RE = re.compile(r"^k(?P<k>[1-9]\d*)_e(?P<e>[1-9]\d*)(?:_g(?P<g>[1-9]\d*))?$")
@@ -95,6 +98,8 @@ class FixedSpec:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    mlp: ClassVar = ((128, 64), "relu")  # the learned predictor: LightNAS's MLP
+
     name: str
     description: str
     ops: tuple[str, ...]
@@ -219,6 +224,13 @@ class SearchSpace:
     def from_indices(self, idx) -> Arch:
         return Arch(self, tuple(self.ops[int(i)] for i in idx))
 
+    def to_string(self, ops: tuple[str, ...]) -> str:
+        return "-".join(ops)
+
+    def cost_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
+        """The cheapest and dearest arch's cost, from each layer's cheapest and dearest op."""
+        return float(lo.sum()), float(hi.sum())
+
     def describe(self) -> dict:
         return {
             "name": self.name,
@@ -237,7 +249,7 @@ class Arch:
 
     @property
     def string(self) -> str:
-        return "-".join(self.ops)
+        return self.space.to_string(self.ops)
 
     @property
     def id(self) -> str:
@@ -268,8 +280,9 @@ def builtin_spaces() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in BUILTIN.iterdir() if p.name.endswith(".toml"))
 
 
-def load_space(name_or_path: str | Path, **params) -> SearchSpace:
-    """A built-in space by name, or a user space from a TOML file; params override defaults."""
+def load_space(name_or_path: str | Path, **params) -> SearchSpace | CellSpace:
+    """A built-in space by name, or a user space from a TOML file; params override defaults.
+    A file with ``kind = "cells"`` is a DARTS-style cell space (see `cells`)."""
     ref = str(name_or_path)
     if ref in builtin_spaces():
         text, source = (BUILTIN / f"{ref}.toml").read_text(), ref
@@ -289,9 +302,11 @@ def load_space(name_or_path: str | Path, **params) -> SearchSpace:
     return _from_doc(doc, source).with_params(**params)
 
 
-def _from_doc(doc: dict, source: str) -> SearchSpace:
+def _from_doc(doc: dict, source: str) -> SearchSpace | CellSpace:
     where = f"space {source}"
     try:
+        if doc.get("kind", "layers") == "cells":
+            return cells.from_doc(doc, source, Params)
         p = doc["params"]
         space = SearchSpace(
             name=str(doc["name"]),
