@@ -3,7 +3,10 @@
 Each method searches once to the same latency target (the median of the measured rows) with
 `--verify local` and the built-in data: predicted and measured latency, wall time, and the peak
 resident memory of the search process (from the kernel's accounting of that one child).
-Prints one JSON object. Usage: python benchmarks/methods.py ROWS.parquet [--workdir DIR]
+lightnas and singlepath search the proxyless space (ROWS); la-darts the darts cell space
+(--darts-rows, its own target: the median of those rows), with learned and with fixed λ.
+Prints one JSON object.
+Usage: python benchmarks/methods.py [ROWS.parquet] [--darts-rows DARTS.parquet] [--workdir DIR] [--epochs N]
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ METHODS = ("lightnas", "singlepath")
 COMMON = ["--resolution", "16"]
 
 
-def search(method: str, pred: Path, target: float, out: Path) -> dict:
+def search(method: str, pred: Path, target: float, out: Path, extra: tuple = ()) -> dict:
     """One search as a child process; wait4 gives that child's own peak RSS."""
     args = [sys.executable, "-m", "nasctl", "search", "--method", method, "--predictor", str(pred), "--target-ms",
-            str(target), *COMMON, "--verify", "local", "-o", str(out), "--json", "-q"]
+            str(target), *COMMON, *map(str, extra), "--verify", "local", "-o", str(out), "--json", "-q"]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as o, tempfile.TemporaryFile("w+") as e:
         p = subprocess.Popen(args, stdout=o, stderr=e, text=True)
@@ -48,14 +51,23 @@ def search(method: str, pred: Path, target: float, out: Path) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("rows", type=Path)
+    ap.add_argument("rows", type=Path, nargs="?")
+    ap.add_argument("--darts-rows", type=Path)
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench-methods"))
+    ap.add_argument("--epochs", type=int, default=30)
     a = ap.parse_args()
-    pred = a.workdir / "predictor.pt"
-    fit = nasctl("fit-predictor", a.rows, "-o", pred)
-    target = round(float(pd.read_parquet(a.rows).query("status == 'ok'").latency_ms.median()), 2)
-    out = {"predictor": {"rows": fit["rows"], "chosen": fit["chosen"]}, "target_ms": target,
-           "methods": {m: search(m, pred, target, a.workdir / m) for m in METHODS}}
+    out = {"epochs": a.epochs}
+    runs = [("proxyless", a.rows, [(m, m, ()) for m in METHODS]),
+            ("darts", a.darts_rows, [("la-darts", "la-darts", ("--space", "darts")),
+                                     ("la-darts-fixed-lambda", "la-darts", ("--space", "darts", "--lambda", "0.5"))])]
+    for space, rows, methods in runs:
+        if rows is None:
+            continue
+        pred = a.workdir / f"{space}-predictor.pt"
+        fit = nasctl("fit-predictor", rows, "-o", pred)
+        target = round(float(pd.read_parquet(rows).query("status == 'ok'").latency_ms.median()), 2)
+        out[space] = {"predictor": {"rows": fit["rows"], "chosen": fit["chosen"], "test": fit["test"]["default"]}, "target_ms": target,
+                      "methods": {name: search(m, pred, target, a.workdir / name, (*extra, "--epochs", a.epochs)) for name, m, extra in methods}}
     print(json.dumps(out, indent=2))
 
 

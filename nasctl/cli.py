@@ -285,6 +285,7 @@ class Method(str, Enum):
     fbnet = "fbnet"
     proxyless = "proxyless"
     singlepath = "singlepath"
+    la_darts = "la-darts"
     random = "random"
     evolution = "evolution"
 
@@ -297,9 +298,9 @@ def search(
     target_mj: Annotated[Optional[float], typer.Option(help="Energy target, with an energy predictor.")] = None,
     max_params: Annotated[Optional[str], typer.Option(help="Params budget, e.g. 2.5M (counted at the deployment config).")] = None,
     max_mflops: Annotated[Optional[str], typer.Option(help="Multiply-add budget in millions, e.g. 300.")] = None,
-    method: Annotated[Method, typer.Option(help="lightnas (learned λ, one search), singlepath (Single-Path NAS thresholds) or a baseline.")] = Method.lightnas,
+    method: Annotated[Method, typer.Option(help="lightnas (learned λ, one search), singlepath (Single-Path NAS thresholds), la-darts (cell spaces) or a baseline.")] = Method.lightnas,
     lambda_: Annotated[Optional[float], typer.Option("--lambda", help="Fixed λ of fbnet / proxyless (default 0.2) or "
-                                                      "singlepath (default: learned, as lightnas).")] = None,
+                                                      "singlepath / la-darts (default: learned, as lightnas).")] = None,
     space: Annotated[str, typer.Option(help="Built-in space name or a space .toml file.")] = "proxyless",
     data: Annotated[str, typer.Option(help="digits | cifar10:PATH | imagefolder:PATH (never downloaded).")] = "digits",
     resolution: Annotated[Optional[int], typer.Option(help="Supernet input resolution (default: the data's).")] = None,
@@ -317,6 +318,8 @@ def search(
     host: Annotated[Optional[str], typer.Option(help="--verify on an SSH/adb device: address or serial.")] = None,
     tolerance: Annotated[float, typer.Option(help="Allowed relative gap between measured and target.")] = 0.03,
     calibrate: Annotated[bool, typer.Option(help="If --verify misses, shift the predictor by the residual and search on.")] = True,
+    calibrate_budget: Annotated[bool, typer.Option(help="la-darts: search --max-params/--max-mflops at the budget DCA-NAS's "
+                                                   "lookup graph maps it to (made by short searches once, then stored).")] = False,
     candidates: Annotated[int, typer.Option(help="random: archs to train.")] = 5,
     population: Annotated[int, typer.Option(help="evolution: population size.")] = 24,
     generations: Annotated[int, typer.Option(help="evolution: generations.")] = 10,
@@ -338,7 +341,7 @@ def search(
     job = Job(space=space, data=data, predictors=tuple(str(p) for p in predictor or ()), target_ms=target_ms,
               target_mj=target_mj, max_params=max_params, max_mflops=max_mflops, width_mult=width_mult,
               resolution=resolution, verify=verify, host=host, tolerance=tolerance, calibrate=calibrate,
-              candidates=candidates, population=population, generations=generations)
+              calibrate_budget=calibrate_budget, candidates=candidates, population=population, generations=generations)
     lead = rank() == 0
     progress = Progress(TextColumn("[bold]search[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err, disable=quiet or not lead)

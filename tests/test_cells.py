@@ -57,18 +57,82 @@ def test_samples_are_valid_genotypes_and_costs_are_exact(stratify):
         assert arch_cost(a) == count(net, (1, 3, 32, 32))
 
 
-def test_darts_cells_are_profiled_with_onnxruntime_and_fitted_with_the_lpm(tmp_path):
-    archs, lat = tmp_path / "archs.parquet", tmp_path / "lat.parquet"
+@pytest.fixture(scope="module")
+def darts_rows(tmp_path_factory):
+    """40 darts genotypes (8 cells at 16x16) timed here with onnxruntime, and a fitted predictor."""
+    d = tmp_path_factory.mktemp("darts")
+    archs, lat = d / "archs.parquet", d / "lat.parquet"
     nasctl("sample", "--space", "darts", "--n", 40, "--seed", 1, "--stratify", "macs", "-o", archs, "--resolution", 16, check=0)
     nasctl("profile", "--device", DATA / "fast-cpu.toml", "--archs", archs, "-o", lat, "-q", check=0)
+    rep = json.loads(nasctl("fit-predictor", lat, "--members", 2, "-o", d / "p.pt", "--json", check=0).stdout)
+    return lat, d / "p.pt", rep
+
+
+def test_darts_cells_are_profiled_with_onnxruntime_and_fitted_with_the_lpm(darts_rows):
+    lat, pred, rep = darts_rows
     rows = pd.read_parquet(lat)
     assert (rows.status == "ok").all() and (rows.latency_ms > 0).all() and rows.input_shape.iloc[0] == "1x3x16x16"
-    out = tmp_path / "p.pt"
-    rep = json.loads(nasctl("fit-predictor", lat, "--members", 2, "-o", out, "--json", check=0).stdout)
     assert {"lut", "lut_ls", "mlp"} <= set(rep["test"])
-    one = json.loads(nasctl("predict", out, "--arch", DARTS_V2, "--json", check=0).stdout)
+    one = json.loads(nasctl("predict", pred, "--arch", DARTS_V2, "--json", check=0).stdout)
     assert one["latency_ms"] > 0
     from nasctl.predict import Predictor
 
-    meta = Predictor.load(out).meta
+    meta = Predictor.load(pred).meta
     assert meta["mlp"] == {"hidden": [256, 64], "activation": "sigmoid"} and meta["space"]["layers"] == 28
+
+
+SEARCH = ["--space", "darts", "--resolution", "16", "--width-mult", "0.25", "--epochs", "3", "--warmup-epochs", "1", "--batch", "32", "-q"]
+
+
+@pytest.mark.parametrize("lam", [None, "0.5"])
+def test_la_darts_searches_cells_to_a_verified_genotype(tmp_path, darts_rows, lam):
+    """Learned λ (one search to the target) and the paper's fixed λ; the result is a valid
+    genotype, measured on the device; how close it lands is a benchmark figure."""
+    lat, pred, _ = darts_rows
+    y = pd.read_parquet(lat).latency_ms
+    target = round(float(y.median()), 3)
+    out = tmp_path / "s"
+    p = nasctl("search", "--method", "la-darts", "--predictor", pred, "--target-ms", target, *SEARCH, *(["--lambda", lam] if lam else []),
+               "--verify", DATA / "fast-cpu.toml", "--tolerance", "0.5", "--no-calibrate", "-o", out, "--json")
+    doc = json.loads((out / "arch.json").read_text())
+    (v,) = doc["verify"]
+    assert p.returncode == (0 if v["met"] else 1), p.stderr[-2000:]
+    sp = load_space("darts")
+    a = sp.parse(doc["arch"])  # a valid genotype: 2 inputs per node
+    assert doc["method"] == "la-darts" and len(doc["alpha"]) == 28 and v["measured"]["latency_ms"] > 0
+    t = doc["targets"][0]
+    assert (t["lambda"] == 0.5) if lam else True
+    rows = pd.read_csv(out / "search.csv")
+    assert rows["latency_ms"].notna().sum() > 0 and rows["argmax_latency_ms"].notna().sum() == 3
+    assert arch_cost(a)[0] > 0
+
+
+def test_each_method_searches_the_spaces_it_is_made_for(tmp_path, darts_rows):
+    _, pred, _ = darts_rows
+    p = nasctl("search", "--method", "lightnas", "--predictor", pred, "--target-ms", 1, *SEARCH, "-o", tmp_path / "a", check=2)
+    assert "search it with --method la-darts" in p.stderr and not (tmp_path / "a").exists()
+    p = nasctl("search", "--method", "la-darts", "--max-params", "3M", "-q", "-o", tmp_path / "b", check=2)
+    assert "searches a cell space" in p.stderr and not (tmp_path / "b").exists()
+
+
+def test_search_budget_reads_the_lookup_graph_back_monotonically():
+    from nasctl.search.budget import search_budget
+
+    g = {"search_budget": [0.6, 0.8, 1.0, 1.25, 1.5], "derived": [0.9, 1.1, 1.05, 1.4, 1.6]}
+    assert search_budget(g, 1.1) == pytest.approx(1.0)  # the dip is flattened: the largest K' whose net fits
+    assert search_budget(g, 1.25) == pytest.approx(1.0 + 0.25 * (1.25 - 1.1) / (1.4 - 1.1))
+    assert search_budget(g, 0.45) == pytest.approx(0.3) and search_budget(g, 3.2) == pytest.approx(3.0)
+
+
+def test_dca_budget_is_calibrated_by_short_searches_stored_and_reused(tmp_path):
+    env = {**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    args = ["search", "--method", "la-darts", "--max-params", "0.12M", *SEARCH[:-1], "--epochs", "2", "--calibrate-budget", "--json"]
+    s = json.loads(nasctl(*args, "-o", tmp_path / "a", env=env, check=0).stdout)
+    (graph,) = (tmp_path / "data" / "nasctl" / "lookup").glob("darts-params-*.json")
+    g = json.loads(graph.read_text())
+    assert len(g["derived"]) == 5 and all(d > 0 for d in g["derived"])
+    t = s["targets"][0]
+    assert t["budget"] == pytest.approx(0.12) and t["target"] != t["budget"]
+    assert t["derived_over_budget"] == pytest.approx(s["params"] / 1e6 / 0.12, rel=1e-3)
+    p = nasctl(*args, "-o", tmp_path / "b", env=env, check=0)  # the stored graph, no new short searches
+    assert "budget lookup graph:" in p.stderr and "short searches" not in p.stderr

@@ -44,6 +44,7 @@ class Constraint:
     hard_max: bool = False  # a budget (params, FLOPs) rather than a target to meet
     offset: float = 0.0  # calibration: measured minus predicted near the target
     lam: float = 0.0
+    budget: float | None = None  # the device's budget, where --calibrate-budget searches at another target
 
     def value(self, gates: torch.Tensor) -> torch.Tensor:
         """The predicted metric (plus calibration) for one L x K gate matrix, differentiably."""

@@ -37,7 +37,7 @@ from nasctl.search.supernet import SuperNet, binarized, gumbel_hard, gumbel_soft
 from nasctl.space.space import Arch, SearchSpace
 from nasctl.train.retrain import distributed, lr_factor, param_groups
 
-METHODS = ("lightnas", "fbnet", "proxyless", "singlepath")  # gradient methods; `baselines` adds random and evolution
+METHODS = ("lightnas", "fbnet", "proxyless", "singlepath", "la-darts")  # gradient methods; `baselines` adds random and evolution
 ALL_METHODS = (*METHODS, "random", "evolution")
 
 
@@ -85,7 +85,7 @@ class SearchConfig:
     @property
     def learned_lambda(self) -> bool:
         """Whether λ is learned by dual ascent (one search to the target) or fixed by the user."""
-        return self.method == "lightnas" or (self.method == "singlepath" and self.fixed_lambda is None)
+        return self.method == "lightnas" or (self.method in ("singlepath", "la-darts") and self.fixed_lambda is None)
 
     @property
     def lam(self) -> float:
@@ -145,7 +145,7 @@ class Searcher:
     def __init__(self, space: SearchSpace, data: Data, constraints: list[Constraint], cfg: SearchConfig):
         self.rank, self.world, self.device = distributed()
         torch.manual_seed(cfg.seed)
-        net = SuperNet(space).to(self.device)
+        net = self.new_net(space).to(self.device)
         alpha = self.new_alpha(space, net).to(self.device).requires_grad_(True)
         for c in constraints:
             c.predictor.module.to(self.device)
@@ -167,7 +167,10 @@ class Searcher:
         cuda = self.device.type == "cuda"
         self.amp = cfg.amp and cuda and torch.cuda.is_bf16_supported()  # bf16: no loss scaling needed
 
-    # -- α, gates and cost terms per method ---------------------------------------------------
+    # -- the supernet, α, gates and cost terms per method ----------------------------------------
+    def new_net(self, space: SearchSpace) -> torch.nn.Module:
+        return SuperNet(space)
+
     def new_alpha(self, space: SearchSpace, net: SuperNet) -> torch.Tensor:
         return torch.zeros(space.allowed.shape)
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch.distributed as dist
 
@@ -24,7 +25,9 @@ from nasctl.predict import Predictor
 from nasctl.search.baselines import evolution_search, random_search
 from nasctl.search.constraints import Constraint, build_constraints, derive
 from nasctl.search.engine import METHODS, SearchConfig, Searcher
+from nasctl.search.ladarts import LADartsSearcher, check_space
 from nasctl.search.singlepath import SinglePathSearcher
+from nasctl.space.cells import NONE, CellSpace
 from nasctl.space.space import Arch, load_space
 from nasctl.tables import atomic_write, write_table
 from nasctl.train.retrain import rank
@@ -46,6 +49,7 @@ class Job:
     tolerance: float = 0.03
     calibrate: bool = True
     calibrate_epochs: int | None = None
+    calibrate_budget: bool = False  # DCA-NAS's lookup graph for --max-params / --max-mflops
     candidates: int = 5  # random
     population: int = 24  # evolution
     generations: int = 10
@@ -74,7 +78,10 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
     if job.verify and not any(c.name not in ("params", "mflops") for c in constraints):
         raise UserError("--verify measures latency or energy: give --target-ms or --target-mj with a --predictor")
     gradient = cfg.method in METHODS
-    kind = SinglePathSearcher if cfg.method == "singlepath" else Searcher
+    check_space(space, cfg)
+    if job.calibrate_budget:
+        _calibrate_budgets(job, cfg, constraints, events)
+    kind = {"singlepath": SinglePathSearcher, "la-darts": LADartsSearcher}.get(cfg.method, Searcher)
     searcher = kind(space, data, constraints, SearchConfig(**{**asdict(cfg), "method": cfg.method if gradient else "lightnas"}))
     lead = rank() == 0
     events.start()
@@ -111,6 +118,19 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
     return _write(out, job, cfg, searcher, arch, constraints, rounds, trace, data.name, time.perf_counter() - t0, agree)
 
 
+def _calibrate_budgets(job: Job, cfg: SearchConfig, constraints: list[Constraint], events: Events) -> None:
+    """Search each budget at the K' its lookup graph gives (see `budget`)."""
+    from nasctl.search.budget import lookup_graph, search_budget
+
+    budgets = [c for c in constraints if c.hard_max]
+    if cfg.method != "la-darts" or not budgets:
+        raise UserError("--calibrate-budget maps --max-params / --max-mflops budgets of --method la-darts")
+    for c in budgets:
+        graph = lookup_graph(job, cfg, c.name, c.target, max(2, cfg.epochs // 3), events.note)
+        c.budget, c.target = c.target, search_budget(graph, c.target)
+        events.note(f"{c.name}: device budget {c.budget:.4g} M, searching at {c.target:.4g} M")
+
+
 def _derive(searcher: Searcher, constraints: list[Constraint], job: Job, events: Events) -> Arch:
     """The argmax, fixed by `derive` where a learned λ's target is predicted missed by more than
     a third of the tolerance (fixed-λ methods keep their argmax: that is what they are)."""
@@ -118,7 +138,11 @@ def _derive(searcher: Searcher, constraints: list[Constraint], job: Job, events:
     arch, s.derived_from = s.arch(), None
     if not s.cfg.learned_lambda:
         return arch
-    idx = derive(arch.indices, s.probabilities(), s.space.allowed, constraints, job.tolerance / 3)
+    allowed = s.space.allowed
+    if isinstance(s.space, CellSpace):  # a kept edge may change its op, not whether it is kept
+        none = np.asarray(s.space.ops) == NONE
+        allowed = np.where((arch.indices != s.space.none_index)[:, None], ~none, none)
+    idx = derive(arch.indices, s.probabilities(), allowed, constraints, job.tolerance / 3)
     if (idx != arch.indices).any():
         fixed = s.space.from_indices(idx)
         figs = ", ".join(f"{c.name} {c.predict(arch)[0]:.4g} -> {c.predict(fixed)[0]:.4g} (target {c.target:g})" for c in constraints)
@@ -194,7 +218,8 @@ def _write(out: Path, job: Job, cfg: SearchConfig, searcher: Searcher, arch: Arc
     targets = []
     for c in constraints:
         mean, std = c.predict(arch)
-        targets.append({"metric": c.name, "unit": c.unit, "target": c.target, "kind": "max" if c.hard_max else "target",
+        budget = {"budget": c.budget or c.target, "derived_over_budget": mean / (c.budget or c.target)} if c.hard_max else {}
+        targets.append({"metric": c.name, "unit": c.unit, "target": c.target, "kind": "max" if c.hard_max else "target", **budget,
                         "predicted": mean, "predicted_std": std, "offset": c.offset,
                         "lambda": searcher.multiplier(c), "met_predicted": c.met(mean, job.tolerance)})
     macs, params = arch_cost(deploy.parse(arch.string))

@@ -1,0 +1,43 @@
+"""Issue-8 figure: DCA-NAS budgets in the darts space, with and without the lookup graph.
+
+For three --max-params budgets (deployment config: the darts space's defaults, 8 cells at 32x32),
+one la-darts search each on the built-in digits data, then the same with --calibrate-budget: the
+derived net's exact params against the budget, the search budget used, and wall time. The lookup
+graphs land in WORKDIR/data (not the user's own store), so every run of this script makes them.
+Prints one JSON object. Usage: python benchmarks/dca_budget.py [--budgets 0.2 0.3 0.4] [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from clirun import nasctl
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.2, 0.3, 0.4])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--workdir", type=Path, default=Path("runs/bench-dca"))
+    a = ap.parse_args()
+    os.environ["XDG_DATA_HOME"] = str((a.workdir / "data").resolve())
+    out = {"epochs": a.epochs, "budgets": {}}
+    for b in a.budgets:
+        row = {}
+        for mode, extra in (("plain", []), ("lookup_graph", ["--calibrate-budget"])):
+            t0 = time.perf_counter()
+            s = nasctl("search", "--method", "la-darts", "--space", "darts", "--resolution", "16", "--max-params", f"{b}M",
+                       "--epochs", a.epochs, *extra, "-o", a.workdir / f"{b}-{mode}")
+            t = s["targets"][0]
+            row[mode] = {"derived_params_m": s["params"] / 1e6, "over_budget": t["derived_over_budget"] - 1,
+                         "within_budget": s["params"] / 1e6 <= b, "search_budget_m": t["target"], "wall_s": time.perf_counter() - t0}
+        out["budgets"][b] = row
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
