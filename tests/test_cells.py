@@ -3,7 +3,6 @@ and the whole sample -> profile (real onnxruntime) -> fit-predictor path with LA
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
