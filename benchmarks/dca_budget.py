@@ -21,17 +21,18 @@ from clirun import nasctl
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.2, 0.3, 0.4])
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--width-mult", type=float, default=0.25, help="of the supernet only; the budget counts the deployed net")
     ap.add_argument("--workdir", type=Path, default=Path("runs/bench-dca"))
     a = ap.parse_args()
     os.environ["XDG_DATA_HOME"] = str((a.workdir / "data").resolve())
-    out = {"epochs": a.epochs, "budgets": {}}
+    out = {"epochs": a.epochs, "supernet_width_mult": a.width_mult, "budgets": {}}
     for b in a.budgets:
         row = {}
         for mode, extra in (("plain", []), ("lookup_graph", ["--calibrate-budget"])):
             t0 = time.perf_counter()
             s = nasctl("search", "--method", "la-darts", "--space", "darts", "--resolution", "16", "--max-params", f"{b}M",
-                       "--epochs", a.epochs, *extra, "-o", a.workdir / f"{b}-{mode}")
+                       "--epochs", a.epochs, "--width-mult", a.width_mult, *extra, "-o", a.workdir / f"{b}-{mode}")
             t = s["targets"][0]
             row[mode] = {"derived_params_m": s["params"] / 1e6, "over_budget": t["derived_over_budget"] - 1,
                          "within_budget": s["params"] / 1e6 <= b, "search_budget_m": t["target"], "wall_s": time.perf_counter() - t0}

@@ -135,3 +135,12 @@ def test_dca_budget_is_calibrated_by_short_searches_stored_and_reused(tmp_path):
     assert t["derived_over_budget"] == pytest.approx(s["params"] / 1e6 / 0.12, rel=1e-3)
     p = nasctl(*args, "-o", tmp_path / "b", env=env, check=0)  # the stored graph, no new short searches
     assert "budget lookup graph:" in p.stderr and "short searches" not in p.stderr
+
+
+def test_the_report_draws_a_genotype_as_a_strip_of_edges():
+    import base64
+
+    from nasctl.report.html import layer_strip
+
+    png = base64.b64decode(layer_strip([("darts v2", load_space("darts").parse(DARTS_V2).ops)]))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

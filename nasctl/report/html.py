@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from nasctl.errors import UserError
+from nasctl.space.space import load_space
 from nasctl.tables import atomic_write
 
 
@@ -84,17 +85,26 @@ def latency_hist(rows: list[tuple[Path, pd.DataFrame]], run: Path) -> str:
     return _png(fig)
 
 
-def layer_strip(archs: list[tuple[str, str]]) -> str:
-    """Each arch as a row of cells: hue by kernel size, depth by expansion, grey for skip."""
+def layer_strip(archs: list[tuple[str, tuple[str, ...]]]) -> str:
+    """Each arch as a row of cells: hue by kernel size, depth by expansion, grey for skip; a cell
+    genotype's edges by op name, blank where the node does not keep the edge."""
+    from nasctl.space.cells import NONE
     from nasctl.space.space import parse_op
 
     plt = _plt()
     hues = {3: "Blues", 5: "Greens", 7: "Oranges"}
     fig, ax = plt.subplots(figsize=(9, 0.6 + 0.55 * len(archs)))
-    for r, (label, arch) in enumerate(archs):
-        for i, name in enumerate(arch.split("-")):
-            op = parse_op(name)
-            if op.is_skip:
+    for r, (label, ops) in enumerate(archs):
+        for i, name in enumerate(ops):
+            try:
+                op = parse_op(name)
+            except UserError:  # a cell op: one colour per op name
+                op = None
+            if name == NONE:
+                color, text = "#f6f6f6", ""
+            elif op is None:
+                color, text = plt.get_cmap("tab10")(sum(map(ord, name)) % 10), name
+            elif op.is_skip:
                 color, text = "#dddddd", "skip"
             else:
                 cmap = plt.get_cmap(hues.get(op.kernel, "Purples"))
@@ -102,11 +112,12 @@ def layer_strip(archs: list[tuple[str, str]]) -> str:
             ax.add_patch(plt.Rectangle((i, -r - 0.9), 0.95, 0.8, color=color))
             ax.text(i + 0.47, -r - 0.5, text, ha="center", va="center", fontsize=6)
         ax.text(-0.3, -r - 0.5, label, ha="right", va="center", fontsize=8)
-    n = max(len(a.split("-")) for _, a in archs)
+    n = max(len(ops) for _, ops in archs)
     ax.set_xlim(-0.1, n)
     ax.set_ylim(-len(archs), 0)
     ax.axis("off")
-    ax.set_title("layer strip: kernel/expansion per searchable layer (blue k3, green k5, orange k7; darker = e6)", fontsize=8)
+    ax.set_title("layer strip: the op of each searchable layer (blue k3, green k5, orange k7; darker = e6) "
+                 "or cell edge (by name; blank: not kept)", fontsize=8)
     fig.tight_layout()
     return _png(fig)
 
@@ -210,7 +221,8 @@ def build_report(run: Path, output: Path | None = None) -> dict:
         if par:
             sections.append(("Accuracy against latency", _img(par)))
         sections.append(("Searched archs as layer strips",
-                         _img(layer_strip([(f"{doc['method']} ({d.relative_to(run)})", doc["arch"]) for d, doc in f.searches]))))
+                         _img(layer_strip([(f"{doc['method']} ({d.relative_to(run)})", load_space(doc["space"]).parse(doc["arch"]).ops)
+                                           for d, doc in f.searches]))))
     for p in f.predictors:
         mvp = measured_vs_predicted(p, f.rows, f.searches)
         if mvp:
