@@ -137,6 +137,7 @@ def test_lightnas_search_writes_its_files_and_verifies_on_the_device(tmp_path, p
     assert len(doc["alpha"]) == 4 and all(abs(sum(l.values()) - 1) < 1e-5 for l in doc["alpha"])
     assert v["arch"] == doc["arch"] and v["met"] == (abs(v["gap"]["latency_ms"]) <= 0.5)
     assert 0.25 < v["measured"]["latency_ms"] / v["predicted"]["latency_ms"] < 4  # the same arch, timed for real
+    assert v["measured"]["latency_ms"] == min(v["timings"]["latency_ms"]) and len(v["timings"]["latency_ms"]) == 2
     rows = pd.read_csv(out / "search.csv")
     assert {"step", "epoch", "tau", "latency_ms", "lambda_latency_ms", "argmax_latency_ms", "val_acc"} <= set(rows.columns)
     assert rows["tau"].iloc[0] == 5.0 and rows["tau"].iloc[-1] < 5.0 and rows["argmax_latency_ms"].notna().sum() == 4

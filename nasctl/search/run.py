@@ -165,32 +165,25 @@ def _ranks_agree(searcher: Searcher) -> float:
 
 
 def _verify(arch: Arch, constraints: list[Constraint], job: Job, out: Path, events: Events) -> dict:
-    """Measure the arch at each predictor's deployment config on the device; one retry for a
-    disturbed or failed row, then the job fails."""
-    from nasctl.profile import Store, load_device, profile_archs
+    """Measure the arch at each predictor's deployment config on the device, twice (verify.parquet,
+    verify-repeat.parquet), and keep the lower figure: other load only ever slows a run, and one
+    1-second timing window can be slowed throughout without the agent seeing a busy core (seen:
+    2.24 ms in a search's verify, 1.59 and 1.52 ms when re-measured)."""
+    from nasctl.profile import load_device
 
     dev = load_device(job.verify)
-    store = Store(out / "verify.parquet")
-    measured, predicted, config = {}, {}, {}
+    measured, predicted, config, repeats = {}, {}, {}, {}
     for c in constraints:
         if c.name in ("params", "mflops"):
             continue
         deploy = c.predictor.space()
         a = deploy.parse(arch.string)
-        row = None
-        for retry in (False, True):
-            profile_archs([a], deploy, dev, store, hosts=[job.host], retry_errors=retry, on_note=events.note)
-            df = store.frame()
-            got = df[df["arch_id"] == a.id].iloc[-1]
-            if got["status"] == "ok":
-                row = got
-                break
-        if row is None:
-            raise NasctlError(f"verify on {dev.name}: {got['status']} ({got.get('error') or 'other load while timing'})")
-        col = c.name if c.name in row and pd.notna(row[c.name]) else {"ms": "latency_ms", "mJ": "energy_mj"}[c.unit]
-        if col not in row or pd.isna(row[col]):
-            raise NasctlError(f"verify on {dev.name}: the device measured no {col} ({row.get('energy_note') or 'no energy source'})")
-        measured[c.name] = float(row[col])
+        rows = [_measure(a, deploy, dev, out / name, job, events) for name in ("verify.parquet", "verify-repeat.parquet")]
+        col = c.name if c.name in rows[0] and pd.notna(rows[0][c.name]) else {"ms": "latency_ms", "mJ": "energy_mj"}[c.unit]
+        if col not in rows[0] or any(pd.isna(r[col]) for r in rows):
+            raise NasctlError(f"verify on {dev.name}: the device measured no {col} ({rows[0].get('energy_note') or 'no energy source'})")
+        row = min(rows, key=lambda r: r[col])
+        measured[c.name], repeats[c.name] = float(row[col]), [float(r[col]) for r in rows]
         predicted[c.name] = c.predict(arch)[0]
         config[c.name] = {"measured": str(row["config_id"]), "predictor": c.predictor.meta.get("device", {}).get("config_id")}
         if config[c.name]["predictor"] and config[c.name]["predictor"] != config[c.name]["measured"]:
@@ -199,8 +192,22 @@ def _verify(arch: Arch, constraints: list[Constraint], job: Job, out: Path, even
     met = all(c.met(measured[c.name], job.tolerance) for c in constraints if c.name in measured)
     targets = {c.name: c.target for c in constraints if c.name in measured}
     return {"arch": arch.string, "device": dev.name, "measured": measured, "predicted": predicted, "target": targets,
-            "gap": {k: measured[k] / targets[k] - 1 for k in measured}, "met": met, "config_id": config,
+            "gap": {k: measured[k] / targets[k] - 1 for k in measured}, "met": met, "config_id": config, "timings": repeats,
             "offsets": {c.name: c.offset for c in constraints}}
+
+
+def _measure(a: Arch, deploy, dev, path: Path, job: Job, events: Events) -> pd.Series:
+    """One ok row for `a` in the store at `path`; one retry for a disturbed or failed row, then the job fails."""
+    from nasctl.profile import Store, profile_archs
+
+    store = Store(path)
+    for retry in (False, True):
+        profile_archs([a], deploy, dev, store, hosts=[job.host], retry_errors=retry, on_note=events.note)
+        df = store.frame()
+        got = df[df["arch_id"] == a.id].iloc[-1]
+        if got["status"] == "ok":
+            return got
+    raise NasctlError(f"verify on {dev.name}: {got['status']} ({got.get('error') or 'other load while timing'})")
 
 
 def _gap_text(r: dict) -> str:
