@@ -125,11 +125,11 @@ def test_search_budget_reads_the_lookup_graph_back_monotonically():
 
 def test_dca_budget_is_calibrated_by_short_searches_stored_and_reused(tmp_path):
     env = {**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path / "data")}
-    args = ["search", "--method", "la-darts", "--max-params", "0.12M", *SEARCH[:-1], "--epochs", "2", "--calibrate-budget", "--json"]
+    args = ["search", "--method", "la-darts", "--max-params", "0.12M", *SEARCH[:-1], "--epochs", "2", "--batch", "128", "--calibrate-budget", "--json"]
     s = json.loads(nasctl(*args, "-o", tmp_path / "a", env=env, check=0).stdout)
     (graph,) = (tmp_path / "data" / "nasctl" / "lookup").glob("darts-params-*.json")
     g = json.loads(graph.read_text())
-    assert len(g["derived"]) == 5 and all(d > 0 for d in g["derived"])
+    assert 2 <= len(g["derived"]) <= 5 and all(d > 0 for d in g["derived"]) and min(g["search_budget"]) >= 0.1  # none below the space
     t = s["targets"][0]
     assert t["budget"] == pytest.approx(0.12) and t["target"] != t["budget"]
     assert t["derived_over_budget"] == pytest.approx(s["params"] / 1e6 / 0.12, rel=1e-3)

@@ -55,8 +55,9 @@ def _short_search(job: dict, cfg: dict, metric: str, budget: float, epochs: int,
     return (params if metric == "params" else macs) / 1e6
 
 
-def lookup_graph(job, cfg, metric: str, device_budget: float, epochs: int, on_note=lambda t: None) -> dict:
-    """The stored graph for this space, metric and settings, or a new one: K' per derived cost."""
+def lookup_graph(job, cfg, metric: str, device_budget: float, floor: float, epochs: int, on_note=lambda t: None) -> dict:
+    """The stored graph for this space, metric and settings, or a new one: K' per derived cost.
+    `floor`: the least the space reaches; no short search is asked for less."""
     key = {"space": job.space, "metric": metric, "data": job.data, "resolution": job.resolution, "width_mult": job.width_mult,
            "cfg": {k: v for k, v in asdict(cfg).items() if k != "epochs"}, "epochs": epochs, "scales": SCALES,
            "device_budget": device_budget}
@@ -64,7 +65,7 @@ def lookup_graph(job, cfg, metric: str, device_budget: float, epochs: int, on_no
     if path.exists():
         on_note(f"budget lookup graph: {path}")
         return json.loads(path.read_text())
-    budgets = [device_budget * s for s in SCALES]
+    budgets = sorted({max(device_budget * s, floor) for s in SCALES})
     workers = max(1, min(len(budgets), (os.cpu_count() or 1)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     on_note(f"calibrating the budget: {len(budgets)} short searches of {epochs} epochs, {workers} at a time")

@@ -80,7 +80,7 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
     gradient = cfg.method in METHODS
     check_space(space, cfg)
     if job.calibrate_budget:
-        _calibrate_budgets(job, cfg, constraints, events)
+        _calibrate_budgets(job, cfg, space, constraints, events)
     kind = {"singlepath": SinglePathSearcher, "la-darts": LADartsSearcher}.get(cfg.method, Searcher)
     searcher = kind(space, data, constraints, SearchConfig(**{**asdict(cfg), "method": cfg.method if gradient else "lightnas"}))
     lead = rank() == 0
@@ -118,16 +118,19 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
     return _write(out, job, cfg, searcher, arch, constraints, rounds, trace, data.name, time.perf_counter() - t0, agree)
 
 
-def _calibrate_budgets(job: Job, cfg: SearchConfig, constraints: list[Constraint], events: Events) -> None:
-    """Search each budget at the K' its lookup graph gives (see `budget`)."""
+def _calibrate_budgets(job: Job, cfg: SearchConfig, space, constraints: list[Constraint], events: Events) -> None:
+    """Search each budget at the K' its lookup graph gives (see `budget`), never below what the
+    space reaches."""
     from nasctl.search.budget import lookup_graph, search_budget
+    from nasctl.search.constraints import reachable
 
     budgets = [c for c in constraints if c.hard_max]
     if cfg.method != "la-darts" or not budgets:
         raise UserError("--calibrate-budget maps --max-params / --max-mflops budgets of --method la-darts")
     for c in budgets:
-        graph = lookup_graph(job, cfg, c.name, c.target, max(2, cfg.epochs // 3), events.note)
-        c.budget, c.target = c.target, search_budget(graph, c.target)
+        lo = reachable(space, c)[0]
+        graph = lookup_graph(job, cfg, c.name, c.target, lo, max(2, cfg.epochs // 3), events.note)
+        c.budget, c.target = c.target, max(lo, search_budget(graph, c.target))
         events.note(f"{c.name}: device budget {c.budget:.4g} M, searching at {c.target:.4g} M")
 
 
