@@ -60,12 +60,25 @@ def make_op(op: str, c: int, stride: int) -> nn.Module:
     return OPS[op](c, stride)
 
 
-class Cell(nn.Module):
-    def __init__(self, spec: dict, ops: tuple[str, ...]):
+class CellInputs(nn.Module):
+    """The two previous cells' outputs brought to the cell's C channels (halving input 0 after a
+    reduction cell): the states 0 and 1 every node reads from."""
+
+    def __init__(self, spec: dict):
         super().__init__()
         c = spec["C"]
         self.pre0 = FactorizedReduce(spec["C_pp"], c) if spec["reduce_prev"] else relu_conv_bn(spec["C_pp"], c)
         self.pre1 = relu_conv_bn(spec["C_p"], c)
+
+    def forward(self, s0, s1) -> list:
+        return [self.pre0(s0), self.pre1(s1)]
+
+
+class Cell(nn.Module):
+    def __init__(self, spec: dict, ops: tuple[str, ...]):
+        super().__init__()
+        c = spec["C"]
+        self.pre = CellInputs(spec)
         self.inputs = [[inp for (n, inp), op in zip(EDGES, ops) if n == node and op != NONE] for node in range(NODES)]
         self.edges = nn.ModuleDict({
             f"{n}_{inp}": make_op(op, c, 2 if spec["reduce"] and inp < 2 else 1)
@@ -73,7 +86,7 @@ class Cell(nn.Module):
         })
 
     def forward(self, s0, s1):
-        states = [self.pre0(s0), self.pre1(s1)]
+        states = self.pre(s0, s1)
         for node, inputs in enumerate(self.inputs):
             states.append(sum(self.edges[f"{node}_{i}"](states[i]) for i in inputs))
         return torch.cat(states[2:], 1)

@@ -144,8 +144,8 @@ def derive(start: np.ndarray, probs: np.ndarray, allowed: np.ndarray, constraint
     idx = np.asarray(start).copy()
     L = len(idx)
     layer, op = np.nonzero(allowed)
+    now = miss(idx[None])[0]
     for _ in range(L):
-        now = miss(idx[None])[0]
         if now == 0:
             break
         keep = op != idx[layer]
@@ -158,5 +158,5 @@ def derive(start: np.ndarray, probs: np.ndarray, allowed: np.ndarray, constraint
             break
         met = better & (after == 0)
         j = np.flatnonzero(met)[cost[met].argmin()] if met.any() else int(np.where(better, (now - after) / (cost + 1e-3), -np.inf).argmax())
-        idx = cand[j]
+        idx, now = cand[j], after[j]
     return idx

@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nasctl.models.cells import FactorizedReduce, make_op, relu_conv_bn
+from nasctl.models.cells import CellInputs, make_op
 from nasctl.search.engine import SearchConfig, Searcher, SearchState
-from nasctl.space.cells import EDGES, NODES, NONE, CellSpace
+from nasctl.space.cells import EDGES, NODES, NONE, CellSpace, node_edges
 from nasctl.space.space import Arch
 
 SAMPLES = 8  # M
@@ -34,15 +34,14 @@ class MixedCell(nn.Module):
     def __init__(self, spec: dict, ops: tuple[str, ...]):
         super().__init__()
         c = spec["C"]
-        self.pre0 = FactorizedReduce(spec["C_pp"], c) if spec["reduce_prev"] else relu_conv_bn(spec["C_pp"], c)
-        self.pre1 = relu_conv_bn(spec["C_p"], c)
+        self.pre = CellInputs(spec)
         self.ops = [k for k, op in enumerate(ops) if op != NONE]
         self.edges = nn.ModuleList(
             nn.ModuleList(make_op(ops[k], c, 2 if spec["reduce"] and inp < 2 else 1) for k in self.ops) for _, inp in EDGES
         )
 
     def forward(self, s0, s1, weights: torch.Tensor):
-        states = [self.pre0(s0), self.pre1(s1)]
+        states = self.pre(s0, s1)
         e = 0
         for node in range(NODES):
             total = 0
@@ -80,7 +79,7 @@ def sample_genotypes(p: torch.Tensor, none: int, m: int, generator: torch.Genera
     for i in range(m):
         for c in range(2):
             for node in range(NODES):
-                e = torch.tensor([c * len(EDGES) + j for j, (n, _) in enumerate(EDGES) if n == node])
+                e = torch.tensor(node_edges(c, node))
                 keep = (1 - pc[e, none]).clamp_min(1e-6)
                 chosen = e[torch.multinomial(keep, 2, replacement=False, generator=generator)]
                 out[i, e, none] = 1
@@ -98,7 +97,7 @@ def derive(p, space: CellSpace) -> Arch:
     idx = torch.full((space.num_layers,), none)
     for c in range(2):
         for node in range(NODES):
-            e = torch.tensor([c * len(EDGES) + j for j, (n, _) in enumerate(EDGES) if n == node])
+            e = torch.tensor(node_edges(c, node))
             top = e[best_w[e].topk(2).indices]
             idx[top] = best_op[top]
     return space.from_indices(idx.numpy())

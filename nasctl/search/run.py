@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch.distributed as dist
 
@@ -23,11 +22,10 @@ from nasctl.data import load_data
 from nasctl.errors import NasctlError, UserError
 from nasctl.predict import Predictor
 from nasctl.search.baselines import evolution_search, random_search
-from nasctl.search.constraints import Constraint, build_constraints, derive
+from nasctl.search.constraints import Constraint, build_constraints, derive, reachable
 from nasctl.search.engine import METHODS, SearchConfig, Searcher
 from nasctl.search.ladarts import LADartsSearcher, check_space
 from nasctl.search.singlepath import SinglePathSearcher
-from nasctl.space.cells import NONE, CellSpace
 from nasctl.space.space import Arch, load_space
 from nasctl.tables import atomic_write, write_table
 from nasctl.train.retrain import rank
@@ -122,7 +120,6 @@ def _calibrate_budgets(job: Job, cfg: SearchConfig, space, constraints: list[Con
     """Search each budget at the K' its lookup graph gives (see `budget`), never below what the
     space reaches."""
     from nasctl.search.budget import lookup_graph, search_budget
-    from nasctl.search.constraints import reachable
 
     budgets = [c for c in constraints if c.hard_max]
     if cfg.method != "la-darts" or not budgets:
@@ -141,11 +138,7 @@ def _derive(searcher: Searcher, constraints: list[Constraint], job: Job, events:
     arch, s.derived_from = s.arch(), None
     if not s.cfg.learned_lambda:
         return arch
-    allowed = s.space.allowed
-    if isinstance(s.space, CellSpace):  # a kept edge may change its op, not whether it is kept
-        none = np.asarray(s.space.ops) == NONE
-        allowed = np.where((arch.indices != s.space.none_index)[:, None], ~none, none)
-    idx = derive(arch.indices, s.probabilities(), allowed, constraints, job.tolerance / 3)
+    idx = derive(arch.indices, s.probabilities(), s.space.flips(arch.indices), constraints, job.tolerance / 3)
     if (idx != arch.indices).any():
         fixed = s.space.from_indices(idx)
         figs = ", ".join(f"{c.name} {c.predict(arch)[0]:.4g} -> {c.predict(fixed)[0]:.4g} (target {c.target:g})" for c in constraints)

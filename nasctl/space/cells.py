@@ -27,6 +27,11 @@ NODES = 4
 EDGES = tuple((node, inp) for node in range(NODES) for inp in range(node + 2))  # 14: node takes inp
 
 
+def node_edges(cell: int, node: int) -> list[int]:
+    """The one-hot rows of a node's input edges (in input order), in cell 0 (normal) or 1 (reduction)."""
+    return [cell * len(EDGES) + e for e, (n, _) in enumerate(EDGES) if n == node]
+
+
 @dataclass(frozen=True)
 class CellSpace:
     # LA-DARTS's latency prediction model (LPM): 256-64-1 with sigmoids. The paper feeds it the
@@ -144,10 +149,16 @@ class CellSpace:
         ops = tuple(self.ops[int(i)] for i in idx)
         for c in range(2):
             for node in range(NODES):
-                kept = sum(ops[c * len(EDGES) + e] != NONE for e, (n, _) in enumerate(EDGES) if n == node)
+                kept = sum(ops[e] != NONE for e in node_edges(c, node))
                 if kept != 2:
                     raise UserError(f"cell {c} node {node}: keeps {kept} inputs, a derived cell keeps 2")
         return Arch(self, ops)
+
+    def flips(self, idx: np.ndarray) -> np.ndarray:
+        """L x K: the ops each row may take, one row at a time, and stay a genotype: a kept edge
+        another op, an absent one none."""
+        none = np.arange(len(self.ops)) == self.none_index
+        return np.where((np.asarray(idx) != self.none_index)[:, None], ~none, none)
 
     def draw(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(N, 28) op indices of valid genotypes: per node 2 distinct inputs uniformly, their ops
@@ -159,9 +170,8 @@ class CellSpace:
         n = len(ops)
         for c in range(2):
             for node in range(NODES):
-                first = c * len(EDGES) + EDGES.index((node, 0))
                 picks = rng.random((n, node + 2)).argsort(1)[:, :2]
-                keep[np.arange(n)[:, None], first + picks] = True
+                keep[np.arange(n)[:, None], node_edges(c, node)[0] + picks] = True
         return np.where(keep, ops, self.none_index)
 
     def cost_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
@@ -170,7 +180,7 @@ class CellSpace:
         cmin = cmax = 0.0
         for c in range(2):
             for node in range(NODES):
-                e = [c * len(EDGES) + i for i, (n, _) in enumerate(EDGES) if n == node]
+                e = node_edges(c, node)
                 cmin += np.sort(lo[e])[:2].sum()
                 cmax += np.sort(hi[e])[-2:].sum()
         return float(cmin), float(cmax)
@@ -181,33 +191,18 @@ class CellSpace:
                 "params": self.params.__dict__, "size": per_cell**2, "cells": len(self.cells)}
 
 
-def from_doc(doc: dict, source: str, params_type) -> CellSpace:
-    p = doc["params"]
-    space = CellSpace(
-        name=str(doc["name"]),
-        description=str(doc.get("description", "")),
-        ops=tuple(doc["ops"]),
-        macros=doc["macro"],
-        params=params_type(
-            macro=str(p.get("macro", next(iter(doc["macro"])))),
-            resolution=int(p.get("resolution", 32)),
-            width_mult=float(p.get("width_mult", 1.0)),
-            num_classes=int(p.get("num_classes", 10)),
-        ),
-        source=source,
-    )
+def from_doc(doc: dict, source: str, params) -> CellSpace:
+    """`params`: the file's [params], read by the space module (32x32 and 10 classes by default)."""
+    space = CellSpace(name=str(doc["name"]), description=str(doc.get("description", "")), ops=tuple(doc["ops"]),
+                      macros=doc["macro"], params=params, source=source)
     return validated(space)
 
 
 def validated(space: CellSpace) -> CellSpace:
     from nasctl.models.cells import OPS
+    from nasctl.space.space import check_params
 
-    where = f"space {space.source or space.name}"
-    p = space.params
-    if p.macro not in space.macros:
-        raise UserError(f"{where}: unknown macro {p.macro!r} (has: {', '.join(space.macros)})")
-    if p.resolution < 8 or p.width_mult <= 0 or p.num_classes < 1:
-        raise UserError(f"{where}: resolution >= 8, width_mult > 0 and num_classes >= 1 needed")
+    where = check_params(space)
     if NONE not in space.ops or len(set(space.ops)) != len(space.ops):
         raise UserError(f"{where}: a cell space's ops include {NONE!r}, without repeats")
     unknown = [o for o in space.ops if o not in OPS]

@@ -227,6 +227,10 @@ class SearchSpace:
     def to_string(self, ops: tuple[str, ...]) -> str:
         return "-".join(ops)
 
+    def flips(self, idx: np.ndarray) -> np.ndarray:
+        """L x K: the ops each layer may change to and stay a valid arch (any allowed op)."""
+        return self.allowed
+
     def cost_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
         """The cheapest and dearest arch's cost, from each layer's cheapest and dearest op."""
         return float(lo.sum()), float(hi.sum())
@@ -306,8 +310,7 @@ def _from_doc(doc: dict, source: str) -> SearchSpace | CellSpace:
     where = f"space {source}"
     try:
         if doc.get("kind", "layers") == "cells":
-            return cells.from_doc(doc, source, Params)
-        p = doc["params"]
+            return cells.from_doc(doc, source, _params(doc, 32, 10))
         space = SearchSpace(
             name=str(doc["name"]),
             description=str(doc.get("description", "")),
@@ -316,12 +319,7 @@ def _from_doc(doc: dict, source: str) -> SearchSpace | CellSpace:
             activation=doc.get("activation", "relu6"),
             expand_e1=bool(doc.get("expand_e1", False)),
             macros=doc["macro"],
-            params=Params(
-                macro=str(p.get("macro", next(iter(doc["macro"])))),
-                resolution=int(p.get("resolution", 224)),
-                width_mult=float(p.get("width_mult", 1.0)),
-                num_classes=int(p.get("num_classes", 1000)),
-            ),
+            params=_params(doc, 224, 1000),
             source=source,
         )
     except KeyError as e:
@@ -331,13 +329,30 @@ def _from_doc(doc: dict, source: str) -> SearchSpace | CellSpace:
     return _validated(space)
 
 
-def _validated(space: SearchSpace) -> SearchSpace:
+def _params(doc: dict, resolution: int, num_classes: int) -> Params:
+    """A space file's [params], with the kind's defaults for what it leaves out."""
+    p = doc["params"]
+    return Params(
+        macro=str(p.get("macro", next(iter(doc["macro"])))),
+        resolution=int(p.get("resolution", resolution)),
+        width_mult=float(p.get("width_mult", 1.0)),
+        num_classes=int(p.get("num_classes", num_classes)),
+    )
+
+
+def check_params(space: SearchSpace | CellSpace) -> str:
+    """The checks every kind of space makes on its params; returns the space's name for errors."""
     where = f"space {space.source or space.name}"
     p = space.params
     if p.macro not in space.macros:
         raise UserError(f"{where}: unknown macro {p.macro!r} (has: {', '.join(space.macros)})")
     if p.resolution < 8 or p.width_mult <= 0 or p.num_classes < 1:
         raise UserError(f"{where}: resolution >= 8, width_mult > 0 and num_classes >= 1 needed")
+    return where
+
+
+def _validated(space: SearchSpace) -> SearchSpace:
+    where = check_params(space)
     if space.skip_on_reshape not in ("forbid", "conv1x1"):
         raise UserError(f"{where}: skip_on_reshape must be 'forbid' or 'conv1x1'")
     if space.activation not in ("relu", "relu6"):
