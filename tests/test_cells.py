@@ -125,16 +125,17 @@ def test_search_budget_reads_the_lookup_graph_back_monotonically():
 
 def test_dca_budget_is_calibrated_by_short_searches_stored_and_reused(tmp_path):
     env = {**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path / "data")}
-    args = ["search", "--method", "la-darts", "--max-params", "0.12M", *SEARCH[:-1], "--epochs", "2", "--batch", "128", "--calibrate-budget", "--json"]
-    s = json.loads(nasctl(*args, "-o", tmp_path / "a", env=env, check=0).stdout)
+    args = ["search", "--method", "la-darts", *SEARCH[:-1], "--epochs", "2", "--batch", "128", "--calibrate-budget", "--json"]
+    s = json.loads(nasctl(*args, "--max-params", "0.12M", "-o", tmp_path / "a", env=env, check=0).stdout)
     (graph,) = (tmp_path / "data" / "nasctl" / "lookup").glob("darts-params-*.json")
     g = json.loads(graph.read_text())
-    assert 2 <= len(g["derived"]) <= 5 and all(d > 0 for d in g["derived"]) and min(g["search_budget"]) >= 0.1  # none below the space
+    assert len(g["derived"]) == 6 and all(d > 0 for d in g["derived"]) and min(g["search_budget"]) >= 0.1  # none below the space
     t = s["targets"][0]
     assert t["budget"] == pytest.approx(0.12) and t["target"] != t["budget"]
-    assert t["derived_over_budget"] == pytest.approx(s["params"] / 1e6 / 0.12, rel=1e-3)
-    p = nasctl(*args, "-o", tmp_path / "b", env=env, check=0)  # the stored graph, no new short searches
+    assert t["derived_over_budget"] == pytest.approx(s["params"] / 1e6 / 0.12, rel=1e-3) and s["params"] <= 0.12e6  # a budget is hard
+    p = nasctl(*args, "--max-params", "0.2M", "-o", tmp_path / "b", env=env, check=0)  # another budget, the stored graph
     assert "budget lookup graph:" in p.stderr and "short searches" not in p.stderr
+    assert json.loads(p.stdout)["params"] <= 0.2e6
 
 
 def test_the_report_draws_a_genotype_as_a_strip_of_edges():

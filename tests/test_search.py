@@ -288,3 +288,6 @@ def test_derive_moves_an_off_target_argmax_onto_the_target_and_leaves_a_good_one
     assert 0 < (idx != start).sum() < sp.num_layers / 2 and sp.allowed[np.arange(len(idx)), idx].all()
     macs.target = base * 1.005
     assert (derive(start, probs, sp.allowed, [macs], 0.01) == start).all()
+    cap = Constraint("mflops", exact_cost(sp, "mmacs"), 1.3 * base, "M", hard_max=True, budget=0.9 * base)
+    idx = derive(start, probs, sp.allowed, [cap], 0.01)  # searched at 1.3x, the device's budget still holds
+    assert macs.predict(sp.from_indices(idx))[0] <= 0.9 * base

@@ -2,11 +2,13 @@
 
 A budgeted search constrains k_s(α), the softmax-weighted cost of all ops on all edges; the net
 derived from α (2 strongest inputs per node, each its strongest op) costs something else, so a
-search at the device budget K_d misses it. `--calibrate-budget` runs short searches at a few
-search budgets K' around K_d (in parallel processes where cores allow), counts each derived net
-exactly, and fits the map from derived cost back to K' (piecewise linear, monotone in K'). The
-full search then runs at K'(K_d). The graph is stored with the space (per space definition,
-metric and search settings) in the user's data folder, and reused by later calibrated searches.
+search at the device budget K_d misses it. `--calibrate-budget` runs short searches (half the
+search's epochs: measured, 2-epoch ones did not predict what an 8-epoch search derives) at
+search budgets K' spread over what the space reaches, in parallel processes where cores allow,
+counts each derived net exactly, and fits the map from derived cost back to K' (piecewise
+linear, monotone in K'). The full search then runs at K'(K_d). The graph is stored with the
+space (per space definition, metric and search settings) in the user's data folder, and any
+later calibrated search reuses it, whatever its budget.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from nasctl.tables import atomic_write
 
-SCALES = (0.6, 0.8, 1.0, 1.25, 1.5)  # K' / K_d tried
+POINTS = 6  # K' tried, geometrically from the least to the most the space reaches
 
 
 def _store(key: dict) -> Path:
@@ -55,17 +57,16 @@ def _short_search(job: dict, cfg: dict, metric: str, budget: float, epochs: int,
     return (params if metric == "params" else macs) / 1e6
 
 
-def lookup_graph(job, cfg, metric: str, device_budget: float, floor: float, epochs: int, on_note=lambda t: None) -> dict:
+def lookup_graph(job, cfg, metric: str, lo: float, hi: float, epochs: int, on_note=lambda t: None) -> dict:
     """The stored graph for this space, metric and settings, or a new one: K' per derived cost.
-    `floor`: the least the space reaches; no short search is asked for less."""
+    `lo`, `hi`: the least and the most the space reaches."""
     key = {"space": job.space, "metric": metric, "data": job.data, "resolution": job.resolution, "width_mult": job.width_mult,
-           "cfg": {k: v for k, v in asdict(cfg).items() if k != "epochs"}, "epochs": epochs, "scales": SCALES,
-           "device_budget": device_budget}
+           "cfg": {k: v for k, v in asdict(cfg).items() if k != "epochs"}, "epochs": epochs, "points": POINTS}
     path = _store(key)
     if path.exists():
         on_note(f"budget lookup graph: {path}")
         return json.loads(path.read_text())
-    budgets = sorted({max(device_budget * s, floor) for s in SCALES})
+    budgets = np.geomspace(lo, hi, POINTS).tolist()
     workers = max(1, min(len(budgets), (os.cpu_count() or 1)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     on_note(f"calibrating the budget: {len(budgets)} short searches of {epochs} epochs, {workers} at a time")

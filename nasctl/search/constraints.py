@@ -21,6 +21,7 @@ import torch
 
 from nasctl.errors import UserError
 from nasctl.predict import Predictor, exact_cost
+from nasctl.space.cells import NONE
 from nasctl.space.space import SearchSpace, load_space
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*$")
@@ -46,6 +47,11 @@ class Constraint:
     lam: float = 0.0
     budget: float | None = None  # the device's budget, where --calibrate-budget searches at another target
 
+    @property
+    def goal(self) -> float:
+        """What the derived net must meet: the device's budget, else the target searched for."""
+        return self.budget or self.target
+
     def value(self, gates: torch.Tensor) -> torch.Tensor:
         """The predicted metric (plus calibration) for one L x K gate matrix, differentiably."""
         return self.predictor(gates[None])[0] + self.offset
@@ -60,7 +66,7 @@ class Constraint:
             self.lam = max(0.0, self.lam)
 
     def met(self, value: float, tolerance: float) -> bool:
-        return value <= self.target * (1 + tolerance) if self.hard_max else abs(value / self.target - 1) <= tolerance
+        return value <= self.goal * (1 + tolerance) if self.hard_max else abs(value / self.target - 1) <= tolerance
 
 
 def build_constraints(
@@ -105,27 +111,28 @@ def build_constraints(
 
 
 def reachable(space: SearchSpace, c: Constraint, n: int = 5000, seed: int = 0) -> tuple[float, float]:
-    """The predicted range over many archs tilted to the cheapest and dearest ops per layer,
-    plus uniform ones: a fast, honest bound for telling a user a target cannot be met."""
+    """The range a target must lie in: exact for an additive model (the space's cheapest and
+    dearest arch by its table), else the predicted range over many sampled archs."""
     from nasctl.space.sample import sample
 
-    table = c.predictor.module.weight.detach().numpy() if c.predictor.meta.get("kind") in ("lut", "robust") else None
-    allowed = space.allowed
-    idx = [sample(space, min(n, space.describe()["size"]), seed)]
-    if table is not None:  # an additive model's extremes are exact: the per-layer min and max
-        masked_lo = np.where(allowed, table, np.inf).argmin(1)
-        masked_hi = np.where(allowed, table, -np.inf).argmax(1)
-        idx += [masked_lo[None], masked_hi[None]]
-    mean, _ = c.predictor.predict_indices(np.concatenate(idx))
+    if c.predictor.meta.get("kind") in ("lut", "robust"):
+        table = c.predictor.module.weight.detach().numpy().astype(float)
+        none = np.asarray(space.ops) == NONE
+        ref = np.where(none, table, 0.0).sum(1)  # an absent edge's own term (the layered spaces have none)
+        ops = space.allowed & ~none
+        lo, hi = space.cost_range(np.where(ops, table, np.inf).min(1) - ref, np.where(ops, table, -np.inf).max(1) - ref)
+        base = float(c.predictor.module.bias.detach()) + ref.sum() + c.offset
+        return lo + base, hi + base
+    mean, _ = c.predictor.predict_indices(sample(space, min(n, space.describe()["size"]), seed))
     mean = mean + c.offset
     return float(mean.min()), float(mean.max())
 
 
 def derive(start: np.ndarray, probs: np.ndarray, allowed: np.ndarray, constraints: list[Constraint], slack: float) -> np.ndarray:
-    """The arch a learned-λ search ends with: its argmax `start`, or, where that is predicted to
-    miss a target by more than `slack` (or to exceed a budget), the nearest fix by single-layer
-    flips, each the most probable one that removes the miss or else the one that shrinks it most
-    per unit of log-probability given up.
+    """The arch a search ends with: its argmax `start`, or, where that is predicted to miss a
+    target by more than `slack` or to exceed a budget (the device's, where a calibrated search ran
+    at another), the nearest fix by single-layer flips, each the most probable one that removes
+    the miss or else the one that shrinks it most per unit of log-probability given up.
 
     Why: the multiplier meets the target *on average over the sampled paths*, and the argmax is
     not their average; it lands 3-5% off (measured in issue 5 and in the quickstart) until α is
@@ -137,7 +144,7 @@ def derive(start: np.ndarray, probs: np.ndarray, allowed: np.ndarray, constraint
         total = np.zeros(len(idx))
         for c in constraints:
             r = c.predictor.predict_indices(idx)[0] + c.offset
-            r = r / c.target - 1
+            r = r / c.goal - 1
             total += np.maximum(0.0, r) if c.hard_max else np.maximum(0.0, np.abs(r) - slack)
         return total
 
