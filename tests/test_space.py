@@ -6,7 +6,7 @@ from nasctl.space import builtin_spaces, load_space, parse_op
 
 
 def test_builtin_spaces_ship():
-    assert {"proxyless", "fbnet"} <= set(builtin_spaces())
+    assert {"proxyless", "proxyless-se", "fbnet", "darts"} <= set(builtin_spaces())
 
 
 def test_proxyless_matches_lightnas_space():
@@ -69,9 +69,19 @@ def test_params_and_macros():
         load_space("proxyless", macro="nope")
 
 
+@pytest.mark.parametrize("space", ["proxyless", "proxyless-se", "fbnet"])
+def test_an_arch_valid_at_one_width_and_macro_is_valid_at_all(space):
+    """At width 0.25, 80 and 96 channels both round to 24: skip must still be ruled out there."""
+    full = load_space(space).allowed
+    for macro in load_space(space).macros:
+        for w in (0.25, 0.35, 0.5, 1.4):
+            assert (load_space(space, macro=macro, width_mult=w).allowed == full).all(), (macro, w)
+
+
 def test_op_grammar():
     assert parse_op("k5_e1_g2").groups == 2 and parse_op("k7_e6").kernel == 7
     assert parse_op("skip").is_skip
+    assert parse_op("k5_e3_se25").se == 25 and parse_op("k5_e3").se == 0
     with pytest.raises(UserError, match="bad op name"):
         parse_op("conv3")
 

@@ -26,17 +26,19 @@ from nasctl.space import cells
 from nasctl.space.cells import CellSpace
 
 SKIP = "skip"
-_OP_RE = re.compile(r"^k(?P<k>[1-9]\d*)_e(?P<e>[1-9]\d*)(?:_g(?P<g>[1-9]\d*))?$")
+_OP_RE = re.compile(r"^k(?P<k>[1-9]\d*)_e(?P<e>[1-9]\d*)(?:_g(?P<g>[1-9]\d*))?(?:_se(?P<se>[1-9]\d?|100))?$")
 
 
 @dataclass(frozen=True)
 class Op:
-    """A decoded op name: ``kK_eE[_gG]`` is an MBConv block, ``skip`` an identity (or 1x1 conv)."""
+    """A decoded op name: ``kK_eE[_gG][_seR]`` is an MBConv block (with squeeze-and-excitation
+    of R% of its input channels), ``skip`` an identity (or 1x1 conv)."""
 
     name: str
     kernel: int = 0
     expand: int = 0
     groups: int = 1
+    se: int = 0
 
     @property
     def is_skip(self) -> bool:
@@ -49,8 +51,8 @@ def parse_op(name: str) -> Op:
         return Op(SKIP)
     m = _OP_RE.match(name)
     if not m:
-        raise UserError(f"bad op name {name!r}: expected 'skip' or kK_eE[_gG], e.g. k3_e6")
-    return Op(name, int(m["k"]), int(m["e"]), int(m["g"] or 1))
+        raise UserError(f"bad op name {name!r}: expected 'skip' or kK_eE[_gG][_seR], e.g. k3_e6 or k5_e3_se25")
+    return Op(name, int(m["k"]), int(m["e"]), int(m["g"] or 1), int(m["se"] or 0))
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
@@ -139,22 +141,24 @@ class SearchSpace:
     def _layout(self):
         w = self.params.width_mult
         hw = math.ceil(self.params.resolution / self.stem_stride)
-        ch = self.stem_channels
+        ch, nominal = self.stem_channels, self._macro["stem"]["channels"]
         fixed = []
         for f in self._macro.get("fixed", []):
             out, s = make_divisible(f["channels"] * w), int(f.get("stride", 1))
             fixed.append(FixedSpec(f["op"], ch, out, s, hw))
-            ch, hw = out, math.ceil(hw / s)
+            ch, hw, nominal = out, math.ceil(hw / s), f["channels"]
         layers = []
         for st in self._macro["stages"]:
             out = make_divisible(st["channels"] * w)
             for i in range(int(st["layers"])):
                 s = int(st["stride"]) if i == 0 else 1
                 ops = self.ops
-                if self.skip_on_reshape == "forbid" and (s != 1 or ch != out):
+                # decided on the unscaled widths: rounding at a small width multiplier can make
+                # 80 and 96 channels equal, and an arch searched there must still deploy at 1.0
+                if self.skip_on_reshape == "forbid" and (s != 1 or nominal != st["channels"]):
                     ops = tuple(o for o in ops if o != SKIP)
                 layers.append(LayerSpec(len(layers), ch, out, s, hw, ops))
-                ch, hw = out, math.ceil(hw / s)
+                ch, hw, nominal = out, math.ceil(hw / s), st["channels"]
         return tuple(fixed), tuple(layers)
 
     @property
