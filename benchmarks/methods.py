@@ -4,7 +4,9 @@ Each method searches once to the same latency target (the median of the measured
 `--verify local` and the built-in data: predicted and measured latency, wall time, and the peak
 resident memory of the search process (from the kernel's accounting of that one child).
 lightnas and singlepath search the proxyless space (ROWS); la-darts the darts cell space
-(--darts-rows, its own target: the median of those rows), with learned and with fixed λ.
+(--darts-rows, its own target: the median of those rows), with learned and with fixed λ, and
+as DCA-NAS with a --max-params budget (DCA_BUDGET) on top of the same target. lightnas itself
+does not search a cell space; la-darts with the learned λ is its objective there.
 Prints one JSON object.
 Usage: python benchmarks/methods.py [ROWS.parquet] [--darts-rows DARTS.parquet] [--workdir DIR] [--epochs N]
 """
@@ -26,6 +28,7 @@ from clirun import nasctl
 
 METHODS = ("lightnas", "singlepath")
 COMMON = ["--resolution", "16"]
+DCA_BUDGET = "0.2M"
 
 
 def search(method: str, pred: Path, target: float, out: Path, extra: tuple = ()) -> dict:
@@ -45,7 +48,7 @@ def search(method: str, pred: Path, target: float, out: Path, extra: tuple = ())
     s = json.loads(stdout)
     rounds = [{"predicted_ms": r["predicted"]["latency_ms"], "measured_ms": r["measured"]["latency_ms"],
                "gap": r["gap"]["latency_ms"], "met": r["met"]} for r in s["verify"]]
-    return {"arch": s["arch"], "rounds": rounds, "within_3pct": rounds[-1]["met"], "search_wall_s": s["wall_s"],
+    return {"arch": s["arch"], "params_m": s["params"] / 1e6, "rounds": rounds, "within_3pct": rounds[-1]["met"], "search_wall_s": s["wall_s"],
             "process_wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
@@ -59,7 +62,8 @@ def main():
     out = {"epochs": a.epochs}
     runs = [("proxyless", a.rows, [(m, m, ()) for m in METHODS]),
             ("darts", a.darts_rows, [("la-darts", "la-darts", ("--space", "darts")),
-                                     ("la-darts-fixed-lambda", "la-darts", ("--space", "darts", "--lambda", "0.5"))])]
+                                     ("la-darts-fixed-lambda", "la-darts", ("--space", "darts", "--lambda", "0.5")),
+                                     ("dca-nas", "la-darts", ("--space", "darts", "--max-params", DCA_BUDGET))])]
     for space, rows, methods in runs:
         if rows is None:
             continue

@@ -7,7 +7,7 @@ from nasctl.space import load_space
 from nasctl.space.sample import sample
 
 
-@pytest.mark.parametrize("space", ["proxyless", "fbnet"])
+@pytest.mark.parametrize("space", ["proxyless", "proxyless-se", "fbnet"])
 def test_every_sampled_arch_builds_and_runs(space):
     s = load_space(space, resolution=64)
     for row in sample(s, 4, seed=1):
@@ -18,7 +18,7 @@ def test_every_sampled_arch_builds_and_runs(space):
         assert y.shape == (2, s.params.num_classes)
 
 
-@pytest.mark.parametrize("space", ["proxyless", "fbnet"])
+@pytest.mark.parametrize("space", ["proxyless", "proxyless-se", "fbnet"])
 def test_cost_table_is_exact(space):
     s = load_space(space)
     r = s.params.resolution

@@ -60,12 +60,14 @@ def test_low_tau_samples_close_in_on_the_argmax():
     assert share[5.0] < 0.3 and share[0.1] > 0.95
 
 
-def test_a_superkernel_path_computes_exactly_the_standalone_block():
-    sp = load_space("proxyless", resolution=32, macro="cifar", width_mult=0.5)
+@pytest.mark.parametrize("space", ["proxyless", "proxyless-se"])
+def test_a_superkernel_path_computes_exactly_the_standalone_block(space):
+    sp = load_space(space, resolution=32, macro="cifar", width_mult=0.5)
     net = SuperNet(sp).eval()
     layer, mixed = sp.layers[5], net.layers[5]
+    sk = mixed.superkernel
     with torch.no_grad():
-        for bn in mixed.superkernel.bn:
+        for bn in sk.bn:
             bn.running_mean.uniform_(-1, 1)
             bn.running_var.uniform_(0.5, 2)
             bn.weight.uniform_(0.5, 1.5)
@@ -75,8 +77,8 @@ def test_a_superkernel_path_computes_exactly_the_standalone_block():
         if op.is_skip:
             continue
         block = MBConv(sp, layer.in_ch, layer.out_ch, layer.stride, op.name).eval()
-        sk, mid, c = mixed.superkernel, layer.in_ch * op.expand, (mixed.superkernel.kmax - op.kernel) // 2
-        expand, dw, project = block.body[0], block.body[1], block.body[2]
+        mid, c = layer.in_ch * op.expand, (sk.kmax - op.kernel) // 2
+        expand, dw, *se, project = block.body
         with torch.no_grad():
             expand[0].weight.copy_(sk.expand[:mid])
             dw[0].weight.copy_(sk.depthwise[:mid, :, c:c + op.kernel, c:c + op.kernel])
@@ -84,6 +86,12 @@ def test_a_superkernel_path_computes_exactly_the_standalone_block():
             for seq, bn, n in ((expand, sk.bn[0], mid), (dw, sk.bn[1], mid), (project, sk.bn[2], layer.out_ch)):
                 for name in ("running_mean", "running_var", "weight", "bias"):
                     getattr(seq[1], name).copy_(getattr(bn, name)[:n])
+            if se:  # the first squeeze channels of the largest SE
+                r, e, s = se[0].reduce, se[0].expand, se[0].reduce.out_channels
+                r.weight.copy_(sk.se.reduce.weight[:s, :mid])
+                r.bias.copy_(sk.se.reduce.bias[:s])
+                e.weight.copy_(sk.se.expand.weight[:mid, :s])
+                e.bias.copy_(sk.se.expand.bias[:mid])
             gate = torch.nn.functional.one_hot(torch.tensor(k), len(sp.ops)).float()
             torch.testing.assert_close(mixed(x, gate, "single"), block(x), rtol=1e-5, atol=1e-5)
 
@@ -213,22 +221,24 @@ def test_torchrun_search_with_two_gloo_processes_stays_one_search(tmp_path, args
     assert doc["search"]["world_size"] == 2 and doc["search"]["alpha_rank_max_diff"] == 0.0
 
 
-def test_singlepath_thresholds_reproduce_every_op_of_the_superkernel_exactly():
+@pytest.mark.parametrize("space", ["proxyless", "proxyless-se"])
+def test_singlepath_thresholds_reproduce_every_op_of_the_superkernel_exactly(space):
     from nasctl.search.singlepath import Decisions, grid_of
 
-    sp = load_space("proxyless", macro="cifar", resolution=16, num_classes=10, width_mult=0.25)
+    sp = load_space(space, macro="cifar", resolution=16, num_classes=10, width_mult=0.25)
     net = SuperNet(sp).eval()
     for i in (1, 3):  # a stage's first layer (no skip) and a residual one (skip allowed)
         layer = net.layers[i]
         d = Decisions(layer.superkernel, grid_of(layer, i))
+        g = d.grid
         x = torch.randn(2, layer.superkernel.cin, 8, 8)
         for k, op in layer.ops.items():
             on, off = -1e9, 1e9  # thresholds far below / above every norm
             if op.is_skip:
-                t = torch.tensor([off, off, off, off])
-            else:
-                kl, el = d.grid.kernels.index(op.kernel), d.grid.expands.index(op.expand)
-                t = torch.tensor([on if kl >= 1 else off, on if kl >= 2 else off, on if el >= 1 else off, on])
+                t = torch.full((g.thresholds,), off)
+            else:  # each nested increment kept up to the op's own level: kernel rings, channels, SE, on
+                levels = [(g.kernels, op.kernel), (g.expands, op.expand), (g.ses, op.se)]
+                t = torch.tensor([on if j <= vals.index(v) else off for vals, v in levels for j in range(1, len(vals))] + [on])
             with torch.no_grad():
                 torch.testing.assert_close(d.forward(x, t), layer.run(x, k), rtol=1e-5, atol=1e-5)
             row = d.onehot(t, len(sp.ops))
@@ -248,18 +258,19 @@ def test_singlepath_cost_reaches_thresholds_and_weights():
     assert t.grad.abs().sum() > 0 and layer.superkernel.depthwise.grad.abs().sum() > 0
 
 
-def test_singlepath_search_meets_a_params_budget_and_decodes_an_arch_of_the_space(tmp_path):
+@pytest.mark.parametrize("space", ["proxyless", "proxyless-se"])
+def test_singlepath_search_meets_a_params_budget_and_decodes_an_arch_of_the_space(tmp_path, space):
     out = tmp_path / "sp"
-    full = exact_cost(load_space("proxyless"), "mparams")
+    full = exact_cost(load_space(space), "mparams")
     largest = float(full.module.bias.detach() + full.module.weight.detach().max(1).values.sum())
     budget = round(0.8 * largest, 2)
-    p = nasctl("search", "--method", "singlepath", "--max-params", f"{budget}M", "--space", "proxyless", "--resolution", "16",
+    p = nasctl("search", "--method", "singlepath", "--max-params", f"{budget}M", "--space", space, "--resolution", "16",
                "--width-mult", "0.25", "--epochs", "3", "--warmup-epochs", "1", "--batch", "32", "-q", "-o", out, "--json")
     assert p.returncode == 0, p.stderr[-2000:]
     doc = json.loads((out / "arch.json").read_text())
-    arch = load_space("proxyless").parse(doc["arch"])  # an arch string of the same space
+    arch = load_space(space).parse(doc["arch"])  # an arch string of the same space
     assert doc["method"] == "singlepath" and doc["targets"][0]["predicted"] <= budget * 1.03
-    assert float(exact_cost(load_space("proxyless"), "mparams").predict([arch])[0][0]) == pytest.approx(doc["targets"][0]["predicted"])
+    assert float(exact_cost(load_space(space), "mparams").predict([arch])[0][0]) == pytest.approx(doc["targets"][0]["predicted"])
     assert len(doc["alpha"]) == 21 and all(abs(sum(r.values()) - 1) < 1e-5 for r in doc["alpha"])
     rows = pd.read_csv(out / "search.csv")
     assert rows["lambda_params"].dropna().iloc[-1] >= 0
@@ -267,7 +278,7 @@ def test_singlepath_search_meets_a_params_budget_and_decodes_an_arch_of_the_spac
 
 def test_singlepath_refuses_a_space_that_is_not_a_kernel_expansion_grid(tmp_path):
     p = nasctl("search", "--method", "singlepath", "--max-params", "0.3M", *FAST, "-o", tmp_path / "x", check=2)
-    assert "needs every searchable layer's ops to be a full kernel x expansion grid" in p.stderr
+    assert "needs every searchable layer's ops to be a full kernel x expansion (x SE ratio) grid" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 

@@ -36,8 +36,27 @@ class ChannelShuffle(nn.Module):
         return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+def squeeze_channels(cin: int, se: int) -> int:
+    """An SE's squeeze width: se% of the block's input channels (MnasNet, EfficientNet)."""
+    return max(1, cin * se // 100)
+
+
+class SqueezeExcite(nn.Module):
+    """x * sigmoid(expand(relu(reduce(avgpool(x))))): MnasNet's SE, the one Single-Path NAS
+    searches the ratio of."""
+
+    def __init__(self, channels: int, squeeze: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+
+
 class MBConv(nn.Module):
-    """Inverted residual: [1x1 expand] -> KxK depthwise -> 1x1 project, residual when shapes match."""
+    """Inverted residual: [1x1 expand] -> KxK depthwise [-> SE] -> 1x1 project, residual when
+    shapes match."""
 
     def __init__(self, space: SearchSpace, cin: int, cout: int, stride: int, op: str):
         super().__init__()
@@ -49,6 +68,8 @@ class MBConv(nn.Module):
             if o.groups > 1:
                 parts.append(ChannelShuffle(o.groups))
         parts.append(conv_bn(space, mid, mid, o.kernel, stride, groups=mid))
+        if o.se:
+            parts.append(SqueezeExcite(mid, squeeze_channels(cin, o.se)))
         parts.append(conv_bn(space, mid, cout, 1, groups=o.groups, act=False))
         self.body = nn.Sequential(*parts)
         self.residual = stride == 1 and cin == cout

@@ -108,7 +108,7 @@ def layer_strip(archs: list[tuple[str, tuple[str, ...]]]) -> str:
                 color, text = "#dddddd", "skip"
             else:
                 cmap = plt.get_cmap(hues.get(op.kernel, "Purples"))
-                color, text = cmap(0.35 + 0.1 * min(op.expand, 6)), f"{op.kernel}/{op.expand}"
+                color, text = cmap(0.35 + 0.1 * min(op.expand, 6)), f"{op.kernel}/{op.expand}" + (f"\nse{op.se}" if op.se else "")
             ax.add_patch(plt.Rectangle((i, -r - 0.9), 0.95, 0.8, color=color))
             ax.text(i + 0.47, -r - 0.5, text, ha="center", va="center", fontsize=6)
         ax.text(-0.3, -r - 0.5, label, ha="right", va="center", fontsize=8)

@@ -5,7 +5,9 @@ eE the first cin*E channels of the widest expansion. Here each nested increment 
 k3 to k5, k5 to k7; the channels from e3 to e6; the e3 channels themselves) is kept or dropped
 by an indicator 1(‖w_group‖² > t) of its weights' group-Lasso norm against a learned threshold
 t: hard in the forward pass, a sigmoid in the backward one (straight-through). Dropping the
-e3 channels drops the block: the skip op, where the layer is a residual one. There is no α: the
+e3 channels drops the block: the skip op, where the layer is a residual one. Where the space
+also has SE ratios (e.g. `proxyless-se`), each increment of the squeeze kernel's channels (0 to
+25%, 25 to 50%) is decided the same way (the paper's eqs. 15-17). There is no α: the
 thresholds are trained with the weights, one level, on the same batches.
 
 The indicators also give each layer's op as a one-hot row (products of the nested indicators,
@@ -28,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from nasctl.errors import UserError
+from nasctl.models.builder import squeeze_channels
 from nasctl.search.engine import SearchConfig, Searcher, SearchState
 from nasctl.search.supernet import MixedLayer, SuperKernel, SuperNet
 from nasctl.space.space import Arch, SearchSpace
@@ -35,32 +38,32 @@ from nasctl.space.space import Arch, SearchSpace
 
 @dataclass(frozen=True)
 class Grid:
-    """A layer's ops as a nested kernel x expansion grid (+ skip), with their op indices."""
+    """A layer's ops as a nested kernel x expansion x SE-ratio grid (+ skip), with their op indices."""
 
     kernels: tuple[int, ...]
     expands: tuple[int, ...]
-    index: dict  # (kernel, expand) -> op index in the space
+    ses: tuple[int, ...]  # (0,) where the space has no SE
+    index: dict  # (kernel, expand, se) -> op index in the space
     skip: int | None  # op index of skip, where the layer may take it
 
     @property
     def thresholds(self) -> int:
-        return len(self.kernels) - 1 + len(self.expands) - 1 + 1  # + the on/off (skip) one
+        return len(self.kernels) - 1 + len(self.expands) - 1 + len(self.ses) - 1 + 1  # + the on/off (skip) one
 
 
 def grid_of(layer: MixedLayer, i: int) -> Grid:
     ops = layer.ops
     mb = {k: o for k, o in ops.items() if not o.is_skip}
     skips = [k for k, o in ops.items() if o.is_skip]
-    kernels = tuple(sorted({o.kernel for o in mb.values()}))
-    expands = tuple(sorted({o.expand for o in mb.values()}))
-    index = {(o.kernel, o.expand): k for k, o in mb.items()}
+    kernels, expands, ses = (tuple(sorted({getattr(o, a) for o in mb.values()})) for a in ("kernel", "expand", "se"))
+    index = {(o.kernel, o.expand, o.se): k for k, o in mb.items()}
     sk = layer.superkernel
-    if (sk is None or set(layer.shared) != {o.name for o in mb.values()} or len(index) != len(kernels) * len(expands)
+    if (sk is None or set(layer.shared) != {o.name for o in mb.values()} or len(index) != len(kernels) * len(expands) * len(ses)
             or (skips and not sk.residual)):
         raise UserError(f"--method singlepath needs every searchable layer's ops to be a full kernel x expansion "
-                        f"grid of plain MBConvs, plus skip only where the block is residual; layer {i + 1} "
+                        f"(x SE ratio) grid of plain MBConvs, plus skip only where the block is residual; layer {i + 1} "
                         f"has {', '.join(o.name for o in ops.values())}")
-    return Grid(kernels, expands, index, skips[0] if skips else None)
+    return Grid(kernels, expands, ses, index, skips[0] if skips else None)
 
 
 def st_indicator(d: torch.Tensor) -> torch.Tensor:
@@ -81,21 +84,25 @@ class Decisions:
         self.rings = [(sq(b) - sq(a)).to(dev) for a, b in zip(grid.kernels, grid.kernels[1:])]
         bounds = [sk.cin * e for e in grid.expands]
         self.groups = [(0, bounds[0])] + list(zip(bounds, bounds[1:]))
+        squeeze = [squeeze_channels(sk.cin, r) if r else 0 for r in grid.ses]
+        self.squeeze = list(zip(squeeze, squeeze[1:]))  # the SE increments; [0, squeeze[0]) is always kept
 
     def log_norms(self) -> torch.Tensor:
-        """ln(mean w²) of each kernel ring, then of each channel group (e3 first)."""
+        """ln(mean w²) of each kernel ring, the channel increments, the SE increments (of the
+        squeeze kernel), then the e3 channels (the on/off one)."""
         w = self.sk.depthwise
         rings = [torch.log((w[:, 0] ** 2 * r).sum() / (r.sum() * w.shape[0]) + 1e-12) for r in self.rings]
         groups = [torch.log((w[a:b] ** 2).mean() + 1e-12) for a, b in self.groups]
-        return torch.stack(rings + groups[1:] + groups[:1])
+        se = [torch.log((self.sk.se.reduce.weight[a:b] ** 2).mean() + 1e-12) for a, b in self.squeeze]
+        return torch.stack(rings + groups[1:] + se + groups[:1])
 
-    def indicators(self, t: torch.Tensor, soft: bool = False) -> tuple[list, list, torch.Tensor]:
-        """Kernel-ring, channel-group and on/off indicators for thresholds t (or their sigmoids)."""
+    def indicators(self, t: torch.Tensor, soft: bool = False) -> tuple[list, list, list, torch.Tensor]:
+        """Kernel-ring, channel-group, SE and on/off indicators for thresholds t (or their sigmoids)."""
         n = self.log_norms()
         g = (torch.sigmoid if soft else st_indicator)(n - t[: len(n)])
-        nk = len(self.rings)
+        nk, nc = len(self.rings), len(self.groups) - 1
         on = g[-1] if self.grid.skip is not None else torch.ones((), device=g.device)
-        return list(g[:nk]), list(g[nk:-1]), on
+        return list(g[:nk]), list(g[nk:nk + nc]), list(g[nk + nc:-1]), on
 
     @staticmethod
     def _levels(ind: list) -> list:
@@ -107,36 +114,47 @@ class Decisions:
                 keep = keep * ind[j]
         return out
 
+    @staticmethod
+    def _mask(first: int, groups: list, ind: list, device) -> torch.Tensor:
+        """Per channel: 1 for the first ones, then each nested group's running product of indicators."""
+        parts, keep = [torch.ones(first, device=device)], 1.0
+        for g, (a, b) in zip(ind, groups):
+            keep = keep * g
+            parts.append(keep * torch.ones(b - a, device=device))
+        return torch.cat(parts)
+
     def onehot(self, t: torch.Tensor, K: int, soft: bool = False) -> torch.Tensor:
         """The layer's op as a K-row: exactly one-hot forward, differentiable backward (with
         `soft`, the shares the sigmoids give each op instead)."""
-        kr, ch, on = self.indicators(t, soft)
+        kr, ch, se, on = self.indicators(t, soft)
         row = torch.zeros(K, device=t.device, dtype=t.dtype)
-        for a, pk in zip(self.grid.kernels, self._levels(kr)):
-            for b, pe in zip(self.grid.expands, self._levels(ch)):
-                row = row + F.one_hot(torch.tensor(self.grid.index[(a, b)], device=t.device), K) * (on * pk * pe)
-        if self.grid.skip is not None:
-            row = row + F.one_hot(torch.tensor(self.grid.skip, device=t.device), K) * (1 - on)
+        g = self.grid
+        for a, pk in zip(g.kernels, self._levels(kr)):
+            for b, pe in zip(g.expands, self._levels(ch)):
+                for r, ps in zip(g.ses, self._levels(se)):
+                    row = row + F.one_hot(torch.tensor(g.index[(a, b, r)], device=t.device), K) * (on * pk * pe * ps)
+        if g.skip is not None:
+            row = row + F.one_hot(torch.tensor(g.skip, device=t.device), K) * (1 - on)
         return row
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The superkernel with its dropped groups zeroed: one network's memory and time."""
         sk = self.sk
-        kr, ch, on = self.indicators(t)
+        kr, ch, se, on = self.indicators(t)
         kmask, keep = self.core, 1.0
         for g, ring in zip(kr, self.rings):
             keep = keep * g
             kmask = kmask + keep * ring
-        cmask, keep = [torch.ones(self.groups[0][1], device=x.device)], 1.0
-        for g, (a, b) in zip(ch, self.groups[1:]):
-            keep = keep * g
-            cmask.append(keep * torch.ones(b - a, device=x.device))
-        cmask = torch.cat(cmask)
         y = x
         if sk.expand is not None:
             y = sk.act(sk._bn(sk.bn[0], F.conv2d(y, sk.expand)))
         y = sk.act(sk._bn(sk.bn[1], F.conv2d(y, sk.depthwise * kmask, None, sk.stride, sk.kmax // 2, 1, sk.depthwise.shape[0])))
-        y = sk._bn(sk.bn[2], F.conv2d(y * cmask[:, None, None], sk.project))
+        y = y * self._mask(self.groups[0][1], self.groups[1:], ch, x.device)[:, None, None]
+        if sk.se is not None:
+            smask = self._mask(self.squeeze[0][0] if self.squeeze else sk.se.reduce.out_channels, self.squeeze, se, x.device)
+            excited = sk.excite(y, len(smask), smask)
+            y = excited if self.grid.ses[0] else y + se[0] * (excited - y)  # with 0 in the grid, SE itself is a decision
+        y = sk._bn(sk.bn[2], F.conv2d(y, sk.project))
         return x + on * y if sk.residual else y
 
 

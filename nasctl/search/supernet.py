@@ -15,14 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasctl.models.builder import Macro, make_block
+from nasctl.models.builder import Macro, SqueezeExcite, make_block, squeeze_channels
 from nasctl.space.space import LayerSpec, Op, SearchSpace, parse_op
 
 
 class SuperKernel(nn.Module):
     """All MBConv ops of a layer in one set of weights, sliced per op (OFA, Single-Path NAS): a
     kK kernel is the centre of the largest kernel and the eE channels are the first cin*E of
-    the widest expansion, each BN sliced alike.
+    the widest expansion, each BN sliced alike; an SE of R% is the first squeeze channels of the
+    largest SE.
 
     Why: with a separate block per op, the channels a layer hands on mean something different
     for every op drawn, and a single-path supernet learns nothing in a few hundred steps
@@ -43,6 +44,16 @@ class SuperKernel(nn.Module):
         self.act = nn.ReLU6() if space.activation == "relu6" else nn.ReLU()
         self.expand_e1 = space.expand_e1
         self.residual = layer.stride == 1 and layer.in_ch == layer.out_ch
+        se = max(o.se for o in ops)
+        self.se = SqueezeExcite(mid, squeeze_channels(self.cin, se)) if se else None
+
+    def excite(self, y: torch.Tensor, squeeze: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The SE of the first `squeeze` channels over y's channels (`mask`: per squeeze channel)."""
+        c, r, e = y.shape[1], self.se.reduce, self.se.expand
+        z = F.relu(F.conv2d(y.mean((2, 3), keepdim=True), r.weight[:squeeze, :c], r.bias[:squeeze]))
+        if mask is not None:
+            z = z * mask[:, None, None]
+        return y * torch.sigmoid(F.conv2d(z, e.weight[:c, :squeeze], e.bias[:c]))
 
     @staticmethod
     def _bn(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -58,6 +69,8 @@ class SuperKernel(nn.Module):
         c = (self.kmax - k) // 2
         y = self.act(self._bn(self.bn[1], F.conv2d(y, self.depthwise[:mid, :, c:c + k, c:c + k], None,
                                                    self.stride, k // 2, 1, mid)))
+        if op.se:
+            y = self.excite(y, squeeze_channels(self.cin, op.se))
         y = self._bn(self.bn[2], F.conv2d(y, self.project[:, :mid]))
         return x + y if self.residual else y
 
