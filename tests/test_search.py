@@ -302,3 +302,5 @@ def test_derive_moves_an_off_target_argmax_onto_the_target_and_leaves_a_good_one
     cap = Constraint("mflops", exact_cost(sp, "mmacs"), 1.3 * base, "M", hard_max=True, budget=0.9 * base)
     idx = derive(start, probs, sp.allowed, [cap], 0.01)  # searched at 1.3x, the device's budget still holds
     assert macs.predict(sp.from_indices(idx))[0] <= 0.9 * base
+    idx = derive(start, probs, sp.allowed, [macs, macs, cap], 0.01)  # targets the budget rules out: the budget wins
+    assert macs.predict(sp.from_indices(idx))[0] <= 0.9 * base

@@ -128,6 +128,9 @@ def reachable(space: SearchSpace, c: Constraint, n: int = 5000, seed: int = 0) -
     return float(mean.min()), float(mean.max())
 
 
+BUDGET_FIRST = 1e6  # a budget outweighs any target miss: a flip may give up target but never budget
+
+
 def derive(start: np.ndarray, probs: np.ndarray, allowed: np.ndarray, constraints: list[Constraint], slack: float) -> np.ndarray:
     """The arch a search ends with: its argmax `start`, or, where that is predicted to miss a
     target by more than `slack` or to exceed a budget (the device's, where a calibrated search ran
@@ -145,7 +148,7 @@ def derive(start: np.ndarray, probs: np.ndarray, allowed: np.ndarray, constraint
         for c in constraints:
             r = c.predictor.predict_indices(idx)[0] + c.offset
             r = r / c.goal - 1
-            total += np.maximum(0.0, r) if c.hard_max else np.maximum(0.0, np.abs(r) - slack)
+            total += BUDGET_FIRST * np.maximum(0.0, r) if c.hard_max else np.maximum(0.0, np.abs(r) - slack)
         return total
 
     idx = np.asarray(start).copy()
