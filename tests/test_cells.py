@@ -80,7 +80,7 @@ def test_darts_cells_are_profiled_with_onnxruntime_and_fitted_with_the_lpm(darts
     assert meta["mlp"] == {"hidden": [256, 64], "activation": "sigmoid"} and meta["space"]["layers"] == 28
 
 
-SEARCH = ["--space", "darts", "--resolution", "16", "--width-mult", "0.25", "--epochs", "3", "--warmup-epochs", "1", "--batch", "32", "-q"]
+SEARCH = ["--space", "darts", "--resolution", "16", "--width-mult", "0.25", "--epochs", "2", "--warmup-epochs", "1", "--batch", "96", "-q"]
 
 
 @pytest.mark.parametrize("lam", [None, "0.5"])
@@ -102,7 +102,7 @@ def test_la_darts_searches_cells_to_a_verified_genotype(tmp_path, darts_rows, la
     t = doc["targets"][0]
     assert (t["lambda"] == 0.5) if lam else True
     rows = pd.read_csv(out / "search.csv")
-    assert rows["latency_ms"].notna().sum() > 0 and rows["argmax_latency_ms"].notna().sum() == 3
+    assert rows["latency_ms"].notna().sum() > 0 and rows["argmax_latency_ms"].notna().sum() == 2  # one per epoch
     assert arch_cost(a)[0] > 0
 
 
@@ -125,7 +125,8 @@ def test_search_budget_reads_the_lookup_graph_back_monotonically():
 
 def test_dca_budget_is_calibrated_by_short_searches_stored_and_reused(tmp_path):
     env = {**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path / "data")}
-    args = ["search", "--method", "la-darts", *SEARCH[:-1], "--epochs", "2", "--batch", "128", "--calibrate-budget", "--json"]
+    # params do not depend on the input size: the digits' own 8x8 keeps 8 short searches cheap
+    args = ["search", "--method", "la-darts", *SEARCH[:-1], "--resolution", "8", "--batch", "128", "--calibrate-budget", "--json"]
     s = json.loads(nasctl(*args, "--max-params", "0.12M", "-o", tmp_path / "a", env=env, check=0).stdout)
     (graph,) = (tmp_path / "data" / "nasctl" / "lookup").glob("darts-params-*.json")
     g = json.loads(graph.read_text())

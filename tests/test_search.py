@@ -258,7 +258,7 @@ def test_singlepath_cost_reaches_thresholds_and_weights():
     assert t.grad.abs().sum() > 0 and layer.superkernel.depthwise.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("space", ["proxyless", "proxyless-se"])
+@pytest.mark.parametrize("space", ["proxyless-se"])  # proxyless's 7 ops are 7 of its 19
 def test_singlepath_search_meets_a_params_budget_and_decodes_an_arch_of_the_space(tmp_path, space):
     out = tmp_path / "sp"
     full = exact_cost(load_space(space), "mparams")

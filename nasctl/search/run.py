@@ -72,11 +72,11 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
     base = load_space(job.space)
     macro = "cifar" if data.resolution <= 64 and "cifar" in base.macros else None
     space = base.with_params(resolution=data.resolution, num_classes=data.num_classes, width_mult=job.width_mult, macro=macro)
+    check_space(space, cfg)  # a wrong method for the space is the first thing to say, before any target range
     constraints = build_constraints(space, predictors, job.target_ms, job.target_mj, job.max_params, job.max_mflops)
     if job.verify and not any(c.name not in ("params", "mflops") for c in constraints):
         raise UserError("--verify measures latency or energy: give --target-ms or --target-mj with a --predictor")
     gradient = cfg.method in METHODS
-    check_space(space, cfg)
     if job.calibrate_budget:
         _calibrate_budgets(job, cfg, space, constraints, events)
     kind = {"singlepath": SinglePathSearcher, "la-darts": LADartsSearcher}.get(cfg.method, Searcher)
