@@ -9,6 +9,17 @@ def test_builtin_spaces_ship():
     assert {"proxyless", "proxyless-se", "fbnet", "darts"} <= set(builtin_spaces())
 
 
+def test_a_space_extends_a_builtin_one_with_only_what_it_changes(tmp_path):
+    se, base = load_space("proxyless-se"), load_space("proxyless")
+    shape = [(l.in_ch, l.out_ch, l.stride, l.in_hw, "skip" in l.ops) for l in base.layers]
+    assert [(l.in_ch, l.out_ch, l.stride, l.in_hw, "skip" in l.ops) for l in se.layers] == shape  # the macro comes from proxyless
+    assert len(se.ops) == 19 and se.definition_hash != base.definition_hash
+    f = tmp_path / "bad.toml"
+    f.write_text('extends = "nope"\nname = "x"\n')
+    with pytest.raises(UserError, match="extends 'nope', which is not a built-in space"):
+        load_space(f)
+
+
 def test_proxyless_matches_lightnas_space():
     s = load_space("proxyless")
     assert s.num_layers == 21

@@ -307,6 +307,11 @@ def load_space(name_or_path: str | Path, **params) -> SearchSpace | CellSpace:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"space file {ref}: {e}") from None
+    if "extends" in doc:  # a variant names a built-in space and gives only the keys it changes
+        base = doc.pop("extends")
+        if base not in builtin_spaces():
+            raise UserError(f"space {source}: extends {base!r}, which is not a built-in space ({', '.join(builtin_spaces())})")
+        doc = {**tomllib.loads((BUILTIN / f"{base}.toml").read_text()), **doc}
     return _from_doc(doc, source).with_params(**params)
 
 
