@@ -48,7 +48,9 @@ class SuperKernel(nn.Module):
         self.se = SqueezeExcite(mid, squeeze_channels(self.cin, se)) if se else None
 
     def excite(self, y: torch.Tensor, squeeze: int, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The SE of the first `squeeze` channels over y's channels (`mask`: per squeeze channel)."""
+        """The SE of the first `squeeze` channels over y's channels (`mask`: per squeeze channel).
+        SqueezeExcite's formula on sliced weights; it stays apart because the cost counter hooks
+        SqueezeExcite's own convs, which a shared function on weights would bypass."""
         c, r, e = y.shape[1], self.se.reduce, self.se.expand
         z = F.relu(F.conv2d(y.mean((2, 3), keepdim=True), r.weight[:squeeze, :c], r.bias[:squeeze]))
         if mask is not None:
