@@ -7,9 +7,10 @@ progress and logs go to stderr.
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -27,6 +28,8 @@ except ImportError:  # pragma: no cover - older typer on real click
 
 from nasctl import __version__
 from nasctl.errors import NasctlError, UserError
+from nasctl.tables import to_json
+from nasctl.validate import MAX_MEMBERS, OPSETS, input_path, output_path, require_suffix
 
 app = typer.Typer(
     name="nasctl",
@@ -45,9 +48,12 @@ class Stratify(str, Enum):
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")]
-Resolution = Annotated[Optional[int], typer.Option(help="Input resolution (default: the space's).")]
-WidthMult = Annotated[Optional[float], typer.Option(help="Width multiplier (default: the space's).")]
-NumClasses = Annotated[Optional[int], typer.Option(help="Classes (default: the space's).")]
+# Every number is declared with its range: typer refuses a value outside it, and a float with
+# both bounds refuses nan and the infinities too (tests/test_bad_input.py checks each option).
+Resolution = Annotated[Optional[int], typer.Option(min=8, max=4096, help="Input resolution (default: the space's).")]
+WidthMult = Annotated[Optional[float], typer.Option(min=0.05, max=8.0, help="Width multiplier (default: the space's).")]
+NumClasses = Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Classes (default: the space's).")]
+Seed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed; the same seed gives the same result.")]
 Macro = Annotated[Optional[str], typer.Option(help="Macro-architecture, e.g. imagenet or cifar.")]
 
 
@@ -65,15 +71,15 @@ def _main(
 
 
 def _emit(as_json: bool, payload: dict, human: str) -> None:
-    print(json.dumps(payload) if as_json else human)
+    print(to_json(payload) if as_json else human)
 
 
 @app.command()
 def sample(
     output: Annotated[Path, typer.Option("--output", "-o", help="Arch file to write (.parquet or .csv).")],
     space: Annotated[str, typer.Option(help="Built-in space name or a space .toml file.")] = "proxyless",
-    n: Annotated[int, typer.Option("--n", help="How many distinct archs.")] = 100,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same archs.")] = 0,
+    n: Annotated[int, typer.Option("--n", min=1, max=1_000_000, help="How many distinct archs.")] = 100,
+    seed: Seed = 0,
     stratify: Annotated[Stratify, typer.Option(help="Spread this cost evenly from smallest to largest.")] = Stratify.none,
     resolution: Resolution = None,
     width_mult: WidthMult = None,
@@ -89,6 +95,7 @@ def sample(
     from nasctl.tables import table_format, write_table
 
     table_format(output)
+    output_path(output, inputs=(space,))
     sp = load_space(space, resolution=resolution, width_mult=width_mult, num_classes=num_classes, macro=macro)
     df = archs_frame(sp, draw(sp, n, seed, stratify.value))
     write_table(df, output)
@@ -125,6 +132,7 @@ def profile(
     """Measure archs on a device; rows are stored as they arrive, and a rerun skips them."""
     from nasctl.profile import Store, check_device, load_device, profile_archs
     from nasctl.space.archfile import read_arch_ref, read_archs
+    from nasctl.tables import table_format
 
     dev = load_device(device)
     if host and serial:
@@ -140,6 +148,9 @@ def profile(
         return
     if (archs is None) == (arch is None) or output is None:
         raise UserError("profile needs --archs or --arch (one of them) and --output (or --check)")
+    table_format(output)
+    input_path(archs, "--archs")
+    output_path(output, inputs=(archs, arch, device, space))
     store = Store(output)
     params = dict(resolution=resolution, width_mult=width_mult, num_classes=num_classes, macro=macro)
     if arch is not None:
@@ -200,9 +211,9 @@ def fit_predictor_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="Predictor file (.pt); a .json report and a .png scatter go beside it.")],
     metric: Annotated[str, typer.Option(help="Column to learn, e.g. latency_ms, energy_mj, pixel2_ms.")] = "latency_ms",
     space: Annotated[Optional[str], typer.Option(help="Space (default: the rows' 'space' column).")] = None,
-    test: Annotated[float, typer.Option(help="Held-out share for the report.")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the splits and the fits.")] = 0,
-    members: Annotated[int, typer.Option(help="Ensemble members (their spread is the uncertainty).")] = 5,
+    test: Annotated[float, typer.Option(min=0.05, max=0.5, help="Held-out share for the report.")] = 0.2,
+    seed: Seed = 0,
+    members: Annotated[int, typer.Option(min=1, max=MAX_MEMBERS, help="Ensemble members (their spread is the uncertainty).")] = 5,
     config_id: Annotated[Optional[str], typer.Option(help="Device config to fit, when the rows hold several.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -212,10 +223,9 @@ def fit_predictor_cmd(
     from nasctl.tables import atomic_write
     from nasctl.predict.report import scatter_png
 
-    if output.suffix != ".pt":
-        raise UserError(f"{output}: the predictor file must end in .pt")
-    if members < 1:
-        raise UserError("--members must be at least 1")
+    input_path(rows, "ROWS")
+    require_suffix(output, (".pt",), "the predictor file")
+    output_path(output, inputs=(rows,), writes=(output.with_suffix(".json").name, output.with_suffix(".png").name))
     data = load_rows(rows, metric, space, config_id)
     if not quiet:
         err.print(f"fitting {metric} on {len(data.y)} rows ({data.skipped_errors} error rows skipped)...")
@@ -226,10 +236,10 @@ def fit_predictor_cmd(
                       f"{metric} on {data.space.name}: held-out {len(y_te)} of {len(data.y)} rows", report["unit"])
     report = {**report, "output": str(output)}
     pred.save(output)
-    atomic_write(output.with_suffix(".json"), json.dumps(report, indent=2).encode())
+    atomic_write(output.with_suffix(".json"), to_json(report, indent=2).encode())
     atomic_write(output.with_suffix(".png"), png)
     if as_json:
-        print(json.dumps(report))
+        print(to_json(report))
         return
     t = Table(title=f"{metric}: held-out {report['test_rows']} rows (default = {chosen})")
     for c in ("model", "RMSE", "MAPE", "Kendall tau", "within 5%", "within 10%"):
@@ -257,8 +267,11 @@ def predict(
 
     if (archs is None) == (arch is None):
         raise UserError("give an arch file or --arch, not both or neither")
+    input_path(predictor, "PREDICTOR")
+    input_path(archs, "ARCHS")
     if output is not None:
         table_format(output)
+        output_path(output, inputs=(predictor, archs))
     p = Predictor.load(predictor)
     space = p.space()
     m, unit = p.metric, p.meta["unit"]
@@ -294,47 +307,46 @@ class Method(str, Enum):
 def search(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for arch.json, search.csv, search.png (and verify.parquet).")],
     predictor: Annotated[Optional[list[Path]], typer.Option(help="Predictor file(s) from fit-predictor: latency (ms) and/or energy (mJ).")] = None,
-    target_ms: Annotated[Optional[float], typer.Option(help="Latency target, with a latency predictor.")] = None,
-    target_mj: Annotated[Optional[float], typer.Option(help="Energy target, with an energy predictor.")] = None,
+    target_ms: Annotated[Optional[float], typer.Option(min=1e-3, max=1e6, help="Latency target, with a latency predictor.")] = None,
+    target_mj: Annotated[Optional[float], typer.Option(min=1e-3, max=1e9, help="Energy target, with an energy predictor.")] = None,
     max_params: Annotated[Optional[str], typer.Option(help="Params budget, e.g. 2.5M (counted at the deployment config).")] = None,
     max_mflops: Annotated[Optional[str], typer.Option(help="Multiply-add budget in millions, e.g. 300.")] = None,
     method: Annotated[Method, typer.Option(help="lightnas (learned λ, one search), singlepath (Single-Path NAS thresholds), la-darts (cell spaces) or a baseline.")] = Method.lightnas,
-    lambda_: Annotated[Optional[float], typer.Option("--lambda", help="Fixed λ of fbnet / proxyless (default 0.2) or "
+    lambda_: Annotated[Optional[float], typer.Option("--lambda", min=0.0, max=1e3, help="Fixed λ of fbnet / proxyless (default 0.2) or "
                                                       "singlepath / la-darts (default: learned, as lightnas).")] = None,
     space: Annotated[str, typer.Option(help="Built-in space name or a space .toml file.")] = "proxyless",
     data: Annotated[str, typer.Option(help="digits | cifar10:PATH | imagefolder:PATH (never downloaded).")] = "digits",
-    resolution: Annotated[Optional[int], typer.Option(help="Supernet input resolution (default: the data's).")] = None,
-    width_mult: Annotated[float, typer.Option(help="Supernet width; the arch string does not depend on it.")] = 0.5,
-    epochs: Annotated[int, typer.Option(help="Epochs over the w half of the training data.")] = 30,
-    warmup_epochs: Annotated[int, typer.Option(help="Epochs with α frozen at the start.")] = 3,
-    batch: Annotated[int, typer.Option(help="Batch size per process.")] = 64,
-    w_lr: Annotated[float, typer.Option(help="SGD learning rate of the weights (cosine).")] = 0.05,
-    alpha_lr: Annotated[float, typer.Option(help="Adam learning rate of α (paper: 1e-3 over ~180k steps).")] = 0.05,
-    lambda_lr: Annotated[float, typer.Option(help="η_λ, the dual-ascent step of λ (paper: 5e-4).")] = 0.05,
-    rho: Annotated[float, typer.Option(help="Augmented-Lagrangian damping of the targets; 0 = the paper's objective.")] = 4.0,
-    tau0: Annotated[float, typer.Option(help="Initial Gumbel temperature.")] = 5.0,
-    tau_min: Annotated[float, typer.Option(help="Final Gumbel temperature.")] = 0.2,
+    resolution: Annotated[Optional[int], typer.Option(min=8, max=4096, help="Supernet input resolution (default: the data's).")] = None,
+    width_mult: Annotated[float, typer.Option(min=0.05, max=8.0, help="Supernet width; the arch string does not depend on it.")] = 0.5,
+    epochs: Annotated[int, typer.Option(min=1, max=100_000, help="Epochs over the w half of the training data.")] = 30,
+    warmup_epochs: Annotated[int, typer.Option(min=0, max=100_000, help="Epochs with α frozen at the start.")] = 3,
+    batch: Annotated[int, typer.Option(min=2, max=65_536, help="Batch size per process.")] = 64,
+    w_lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="SGD learning rate of the weights (cosine).")] = 0.05,
+    alpha_lr: Annotated[float, typer.Option(min=0.0, max=10.0, help="Adam learning rate of α (paper: 1e-3 over ~180k steps).")] = 0.05,
+    lambda_lr: Annotated[float, typer.Option(min=0.0, max=10.0, help="η_λ, the dual-ascent step of λ (paper: 5e-4).")] = 0.05,
+    rho: Annotated[float, typer.Option(min=0.0, max=1e3, help="Augmented-Lagrangian damping of the targets; 0 = the paper's objective.")] = 4.0,
+    tau0: Annotated[float, typer.Option(min=0.01, max=100.0, help="Initial Gumbel temperature.")] = 5.0,
+    tau_min: Annotated[float, typer.Option(min=0.01, max=100.0, help="Final Gumbel temperature.")] = 0.2,
     verify: Annotated[Optional[str], typer.Option(help="Measure the result on this device profile (e.g. local).")] = None,
     host: Annotated[Optional[str], typer.Option(help="--verify on an SSH/adb device: address or serial.")] = None,
-    tolerance: Annotated[float, typer.Option(help="Allowed relative gap between measured and target.")] = 0.03,
+    tolerance: Annotated[float, typer.Option(min=1e-3, max=1.0, help="Allowed relative gap between measured and target.")] = 0.03,
     calibrate: Annotated[bool, typer.Option(help="If --verify misses, shift the predictor by the residual and search on.")] = True,
     calibrate_budget: Annotated[bool, typer.Option(help="la-darts: search --max-params/--max-mflops at the budget DCA-NAS's "
                                                    "lookup graph maps it to (made by short searches once, then stored).")] = False,
-    candidates: Annotated[int, typer.Option(help="random: archs to train.")] = 5,
-    population: Annotated[int, typer.Option(help="evolution: population size.")] = 24,
-    generations: Annotated[int, typer.Option(help="evolution: generations.")] = 10,
+    candidates: Annotated[int, typer.Option(min=1, max=10_000, help="random: archs to train.")] = 5,
+    population: Annotated[int, typer.Option(min=2, max=10_000, help="evolution: population size.")] = 24,
+    generations: Annotated[int, typer.Option(min=1, max=10_000, help="evolution: generations.")] = 10,
     amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed of the split, the init and the Gumbel draws.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the split, the init and the Gumbel draws.")] = 0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
     """Search an arch that meets a latency/energy target (LightNAS: one search), or a budget."""
     from nasctl.search import Job, SearchConfig, run_search
-    from nasctl.search.run import Events
+    from nasctl.search.run import SEARCH_FILES, Events
     from nasctl.train.retrain import rank
 
-    if output.exists() and not output.is_dir():
-        raise UserError(f"{output}: exists and is not a folder")
+    output_path(output, folder=True, inputs=(*(predictor or ()), space), writes=SEARCH_FILES)
     cfg = SearchConfig(method=method.value, epochs=epochs, warmup_epochs=warmup_epochs, batch=batch, w_lr=w_lr,
                        alpha_lr=alpha_lr, lambda_lr=lambda_lr, rho=rho, fixed_lambda=lambda_, tau0=tau0,
                        tau_min=tau_min, amp=amp, seed=seed)
@@ -383,28 +395,30 @@ def retrain(
     data: Annotated[str, typer.Option(help="digits | cifar10:PATH | imagefolder:PATH (never downloaded).")] = "digits",
     space: Annotated[Optional[str], typer.Option(help="Space of an arch string (default proxyless).")] = None,
     macro: Macro = None,
-    epochs: Annotated[int, typer.Option(help="Epochs.")] = 30,
-    batch: Annotated[int, typer.Option(help="Batch size per process.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak SGD learning rate (cosine after warm-up).")] = 0.1,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay (not on BN or biases).")] = 4e-5,
-    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up, in epochs.")] = 1.0,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing.")] = 0.1,
-    dropout: Annotated[float, typer.Option(help="Dropout before the classifier.")] = 0.2,
-    ema: Annotated[float, typer.Option(help="EMA decay of the weights (e.g. 0.9998); 0 = off.")] = 0.0,
+    epochs: Annotated[int, typer.Option(min=1, max=100_000, help="Epochs.")] = 30,
+    batch: Annotated[int, typer.Option(min=2, max=65_536, help="Batch size per process.")] = 64,
+    lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="Peak SGD learning rate (cosine after warm-up).")] = 0.1,
+    weight_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight decay (not on BN or biases).")] = 4e-5,
+    warmup_epochs: Annotated[float, typer.Option(min=0.0, max=100_000.0, help="Linear warm-up, in epochs.")] = 1.0,
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99, help="Label smoothing.")] = 0.1,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.99, help="Dropout before the classifier.")] = 0.2,
+    ema: Annotated[float, typer.Option(min=0.0, max=0.99999, help="EMA decay of the weights (e.g. 0.9998); 0 = off.")] = 0.0,
     amp: Annotated[bool, typer.Option(help="Mixed precision (CUDA only).")] = True,
-    seed: Annotated[int, typer.Option(help="Seed of the init, the data order and dropout.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the init, the data order and dropout.")] = 0,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder exactly where it stopped.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
     """Train an architecture from scratch (SGD, cosine, label smoothing); resumable, torchrun-ready."""
-    from nasctl.train.retrain import Recipe, new_run, rank, resume_run, retrain as train
+    from nasctl.space.archfile import arch_file
+    from nasctl.train.retrain import RUN_FILES, Recipe, new_run, rank, resume_run, retrain as train
 
     if resume is not None:
-        run = resume_run(resume)
+        run = resume_run(input_path(resume, "--resume", folder=True))
     elif arch is None or output is None:
         raise UserError("give an arch and -o OUTPUT (or --resume RUN_DIR)")
     else:
+        output_path(output, folder=True, inputs=(arch_file(arch), space), writes=RUN_FILES)
         recipe = Recipe(epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                         label_smoothing=label_smoothing, dropout=dropout, ema=ema, amp=amp, seed=seed)
         run = new_run(arch, data, output, recipe, space, macro)
@@ -429,8 +443,8 @@ def export(
     model: Annotated[Path, typer.Argument(help="Run folder of `nasctl retrain` (model.pt + arch.json).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Artifact to write; a .json sidecar goes beside it.")],
     format: Annotated[str, typer.Option("--format", help="onnx | tflite | trt.")] = "onnx",
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
-    batch: Annotated[int, typer.Option(help="Batch size of the exported input.")] = 1,
+    opset: Annotated[int, typer.Option(min=OPSETS[0], max=OPSETS[1], help="ONNX opset (the TorchScript exporter's range).")] = 17,
+    batch: Annotated[int, typer.Option(min=1, max=4096, help="Batch size of the exported input.")] = 1,
     dynamic_batch: Annotated[bool, typer.Option(help="ONNX: leave the batch dimension dynamic.")] = False,
     device: Annotated[Optional[str], typer.Option(help="trt: build the engine on this device (e.g. xavier).")] = None,
     host: Annotated[Optional[str], typer.Option(help="trt --device: SSH [user@]address[:port], overriding the profile.")] = None,
@@ -439,8 +453,12 @@ def export(
     quiet: QuietOpt = False,
 ):
     """Export a trained model and check it against torch (parity is printed and stored)."""
-    from nasctl.export import export_model
+    from nasctl.export import SUFFIXES, export_model, sidecar_path
 
+    input_path(model, "MODEL", folder=True)
+    if format in SUFFIXES:
+        require_suffix(output, SUFFIXES[format], f"a {format} file")
+        output_path(output, inputs=(model / "model.pt", model / "arch.json"), writes=(sidecar_path(output).name,))
     info = export_model(model, format, output, opset=opset, batch=batch, dynamic_batch=dynamic_batch,
                         device=device, host=host, trust_new_host_key=trust_new_host_key)
     if "parity_max_abs_diff" in info:
@@ -461,6 +479,10 @@ def report(
     """Write one self-contained HTML page of what a run produced (figures inlined)."""
     from nasctl.report import build_report
 
+    input_path(run, "RUN", folder=True)
+    if output is not None:
+        require_suffix(output, (".html",), "the report")
+        output_path(output)
     r = build_report(run, output)
     _emit(as_json, r, f"wrote {r['output']} ({len(r['sections'])} sections)")
 
@@ -468,13 +490,11 @@ def report(
 @app.command()
 def devices(
     check: Annotated[bool, typer.Option("--check", help="Connect to each (in parallel) and start its agent.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for each device with --check.")] = 20.0,
+    timeout: Annotated[float, typer.Option(min=0.1, max=3600.0, help="Seconds to wait for each device with --check.")] = 20.0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
     """List the device profiles; with --check, whether each is reachable (exit 3 if any is not)."""
-    import threading
-
     from nasctl.profile import check_device, list_profiles, load_device
 
     found = []
@@ -511,35 +531,60 @@ def devices(
                  else [d.get("description", d.get("error", ""))])
         t.add_row(d["name"], d.get("transport", "?"), d.get("runtime", "?"), d["file"], *map(str, extra))
     if as_json:
-        print(json.dumps({"devices": found}))
+        print(to_json({"devices": found}))
     else:
         Console().print(t)
     if check and not all(d.get("reachable") for d in found):
         raise typer.Exit(3)
 
 
-def main() -> None:
-    """Console-script entry: every error becomes one line on stderr and its exit code."""
+def _no_empty(args: list[str]) -> None:
+    """No nasctl option or argument takes an empty value: a path "" would be the current folder
+    (typer makes it "."), a name "" matches nothing. Checked on the raw words, before parsing."""
+    for i, a in enumerate(args):
+        if not a.strip() or (a.startswith("--") and a.endswith("=")):
+            name = a.rstrip("=") if a.strip() else (args[i - 1] if i and args[i - 1].startswith("-") else "an argument")
+            raise UserError(f"{name}: must not be empty")
+
+
+def _one_line(text: str) -> str:
+    """An error as one readable line: a value pasted 10 kB long is cut, not echoed whole."""
+    first = text.splitlines()[0] if text else ""
+    return re.sub(r"\S{201,}", lambda m: f"{m[0][:100]}...({len(m[0])} characters)", first)
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the CLI as a user does; every error becomes one line on stderr and its exit code."""
+    args = sys.argv[1:] if args is None else list(args)
     try:
-        code = app(standalone_mode=False)
+        _no_empty(args)
+        code = typer.main.get_command(app).main(args, prog_name="nasctl", standalone_mode=False)
     except NoArgsIsHelpError as e:
         e.show()
         code = 2
     except ClickException as e:  # usage errors: missing or malformed options
-        print(f"nasctl: error: {e.format_message().splitlines()[0]}", file=sys.stderr)
+        print(f"nasctl: error: {_one_line(e.format_message())}", file=sys.stderr)
         code = e.exit_code
     except NasctlError as e:
-        print(f"nasctl: error: {e}", file=sys.stderr)
+        print(f"nasctl: error: {_one_line(str(e))}", file=sys.stderr)
         code = e.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        print("nasctl: interrupted", file=sys.stderr)
         code = 130
-    code = code if isinstance(code, int) else 0
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Under torchrun, skip interpreter finalization: it races the process group's C++ threads
-        # and now and then aborts a rank that has finished its work (seen under load: "terminate
-        # called without an active exception", SIGABRT, after destroy_process_group). Every file
-        # is already written atomically; only the streams need flushing.
+    if code == 130:  # typer turns Ctrl-C into a silent exit code 130; a script's log should say why
+        print("nasctl: interrupted", file=sys.stderr)
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    """Console-script entry."""
+    code = run()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or threading.active_count() > 1:
+        # Skip interpreter finalization while other threads still run: under torchrun it races
+        # the process group's C++ threads and now and then aborts a rank that has finished its
+        # work (seen under load: "terminate called without an active exception", SIGABRT, after
+        # destroy_process_group), and `devices --check` may leave a probe thread in paramiko
+        # (exit 134 seen with --timeout 0). Every file is already written atomically; only the
+        # streams need flushing.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -7,6 +7,8 @@ rename. A reader, or a kill -9, therefore sees the old file or the new one, neve
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -65,6 +67,22 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dirfd)
     finally:
         os.close(dirfd)
+
+
+def to_json(doc, indent: int | None = None) -> str:
+    """JSON that every parser reads: a NaN or an infinity becomes null (json.dumps would write a
+    bare NaN, which JSON.parse and jq reject), and anything else non-finite is refused."""
+    return json.dumps(_finite(doc), indent=indent, allow_nan=False)
+
+
+def _finite(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _umask() -> int:

@@ -59,14 +59,34 @@ def _digits(resolution: int) -> Data:
     return Data("digits", _tensors(x[t], d.target[t], resolution), _tensors(x[v], d.target[v], resolution), 10, resolution)
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR's batches are pickles, and a pickle can name any callable to run. Admit only what
+    the real files hold: numpy arrays (rebuilt by these helpers) and builtin containers."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # the last rebuilds bytes in protocol 2
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays, lists, bytes and str")
+        return super().find_class(module, name)
+
+
 def _cifar10(path: Path, resolution: int) -> Data:
     def batch(name):
         f = path / name
-        if not f.exists():
+        if not f.is_file():
             raise UserError(f"cifar10:{path}: missing {name} (expected the CIFAR-10 python version)")
-        with open(f, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")  # the dataset's own format: numpy arrays only
-        return d[b"data"].reshape(-1, 3, 32, 32), np.array(d[b"labels"])
+        try:
+            with open(f, "rb") as fh:
+                d = _ArraysOnly(fh, encoding="bytes").load()
+            x, y = np.asarray(d[b"data"], dtype=np.uint8), np.asarray(d[b"labels"], dtype=np.int64)
+            if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),) or not ((0 <= y) & (y < 10)).all():
+                raise ValueError(f"data {x.shape} and labels {y.shape}, expected (N, 3072) and (N,) in 0-9")
+        except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise UserError(f"cifar10:{path}: {name} is not a CIFAR-10 batch ({type(e).__name__}: {str(e)[:200]})") from None
+        return x.reshape(-1, 3, 32, 32), y
 
     parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
     xt, yt = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -13,22 +13,30 @@ import torch
 from nasctl.errors import NasctlError, UserError
 from nasctl.models import build, input_shape
 from nasctl.space.archfile import read_arch_ref
-from nasctl.tables import atomic_write
+from nasctl.tables import atomic_write, to_json
 
 FORMATS = ("onnx", "tflite", "trt")
+SUFFIXES = {"onnx": (".onnx",), "tflite": (".tflite",), "trt": (".engine", ".plan", ".trt")}  # so -o never names an input
 PARITY = {"onnx": 1e-4, "tflite": 1e-3}
 
 
 def load_trained(model_dir: str | Path):
     """(arch, model in eval mode, sha256 of model.pt) from a `nasctl retrain` folder."""
     f = Path(model_dir) / "model.pt"
-    if not f.exists():
+    if not f.is_file():
         raise UserError(f"{model_dir}: no model.pt (the output folder of `nasctl retrain`)")
-    blob = torch.load(f, map_location="cpu", weights_only=True)
-    doc = json.loads(blob["arch"])
-    arch = read_arch_ref(doc["arch"], doc["space"], **doc["params"])
+    try:
+        blob = torch.load(f, map_location="cpu", weights_only=True)
+        doc = json.loads(blob["arch"])
+        text, space, params = str(doc["arch"]), str(doc["space"]), dict(doc["params"])
+    except Exception as e:  # truncated, foreign or hand-edited: all the same to the user
+        raise UserError(f"{f}: not a model of nasctl retrain ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    arch = read_arch_ref(text, space, **params)
     model = build(arch)
-    model.load_state_dict(blob["model"])
+    try:
+        model.load_state_dict(blob["model"])
+    except (KeyError, RuntimeError) as e:
+        raise UserError(f"{f}: its weights do not fit {arch.id} ({str(e).splitlines()[0][:200]})") from None
     return arch, model.eval(), hashlib.sha256(f.read_bytes()).hexdigest()
 
 
@@ -42,6 +50,8 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, *, opset: int
         raise UserError(f"unknown --format {fmt!r} (one of: {', '.join(FORMATS)})")
     if device is not None and fmt != "trt":
         raise UserError("--device is for --format trt (ONNX and TFLite files are built here and run anywhere)")
+    if host is not None and device is None:
+        raise UserError("--host names the board of --device (with --format trt)")
     dev = None
     if device is not None:
         from nasctl.profile import load_device
@@ -81,7 +91,7 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, *, opset: int
         sidecar = {"format": fmt, **_arch_info(arch, shape), **runtime,
                    "parity_max_abs_diff": parity, "parity_tolerance": PARITY[fmt], "source_checkpoint_sha256": ckpt}
         atomic_write(out, art.read_bytes())
-    atomic_write(sidecar_path(out), json.dumps(sidecar, indent=2).encode())
+    atomic_write(sidecar_path(out), to_json(sidecar, indent=2).encode())
     return {"output": str(out), **sidecar}
 
 

@@ -9,7 +9,6 @@ device): the trtexec argv, and parsers for trtexec's log and its `--exportTimes`
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def export_trt_local(model, arch, shape, out: Path, ckpt: str, opset: int) -> di
     """ONNX first, then an engine built on this host's GPU; the sidecar records version and GPU."""
     from nasctl.export import _arch_info, sidecar_path
     from nasctl.export.onnx import export_onnx
-    from nasctl.tables import atomic_write
+    from nasctl.tables import atomic_write, to_json
 
     try:
         import tensorrt  # noqa: F401
@@ -72,7 +71,7 @@ def export_trt_local(model, arch, shape, out: Path, ckpt: str, opset: int) -> di
         info = build_engine(onnx, Path(tmp) / "model.engine", list(shape))
         atomic_write(out, (Path(tmp) / "model.engine").read_bytes())
     sidecar = {"format": "trt", **_arch_info(arch, shape), **info, "opset": opset, "source_checkpoint_sha256": ckpt}
-    atomic_write(sidecar_path(out), json.dumps(sidecar, indent=2).encode())
+    atomic_write(sidecar_path(out), to_json(sidecar, indent=2).encode())
     return {"output": str(out), **sidecar}
 
 
@@ -83,7 +82,7 @@ def export_trt_on_device(model, arch, shape, out: Path, ckpt: str, opset: int, d
     from nasctl.export import _arch_info, sidecar_path
     from nasctl.export.onnx import export_onnx
     from nasctl.profile.transports import open_transport
-    from nasctl.tables import atomic_write
+    from nasctl.tables import atomic_write, to_json
 
     if device.runtime != "tensorrt":
         raise UserError(f"device {device.name!r} runs {device.runtime}, not TensorRT: no engine to build there")
@@ -108,5 +107,5 @@ def export_trt_on_device(model, arch, shape, out: Path, ckpt: str, opset: int, d
                "tensorrt_version": info.get("tensorrt_version"), "gpu": info.get("gpu"),
                "compute_capability": info.get("compute_capability"), "precision": device.precision,
                "build_log": str(log_out), "opset": opset, "source_checkpoint_sha256": ckpt}
-    atomic_write(sidecar_path(out), json.dumps(sidecar, indent=2).encode())
+    atomic_write(sidecar_path(out), to_json(sidecar, indent=2).encode())
     return {"output": str(out), **sidecar}

@@ -13,10 +13,12 @@ import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, Field, ValidationError
 from torch import nn
 
 from nasctl import __version__
@@ -24,10 +26,11 @@ from nasctl.errors import UserError
 from nasctl.models.cost import cost_table
 from nasctl.predict.fit import FitConfig, fit_candidates
 from nasctl.predict.metrics import figures
-from nasctl.predict.models import MLP, Additive, Ensemble, Residual, uncertainty
+from nasctl.predict.models import ACTIVATIONS, MLP, Additive, Ensemble, Residual, uncertainty
 from nasctl.space.archfile import archs_from_frame
 from nasctl.space.space import Arch, SearchSpace, load_space
-from nasctl.tables import atomic_write, read_table
+from nasctl.tables import atomic_write, read_table, to_json
+from nasctl.validate import MAX_MEMBERS
 
 FORMAT = "nasctl-predictor/1"
 LIGHTNAS_MLP = {"hidden": [128, 64], "activation": "relu"}  # files written before "mlp" was stored
@@ -97,7 +100,7 @@ class Predictor:
 
     def save(self, path: str | Path) -> None:
         buf = io.BytesIO()
-        torch.save({"format": FORMAT, "meta": json.dumps(self.meta), "state_dict": self.module.state_dict()}, buf)
+        torch.save({"format": FORMAT, "meta": to_json(self.meta), "state_dict": self.module.state_dict()}, buf)
         atomic_write(Path(path), buf.getvalue())
 
     @classmethod
@@ -110,11 +113,50 @@ class Predictor:
             raise UserError(f"{path}: not a nasctl predictor ({str(e).splitlines()[0][:200]})") from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise UserError(f"{path}: not a nasctl predictor file (format {FORMAT})")
-        meta = json.loads(blob["meta"])
+        meta = _checked_meta(blob.get("meta"), path)
         s = meta["space"]
         module = _module(meta["kind"], s["layers"], len(s["ops"]), meta["members"], meta.get("mlp", LIGHTNAS_MLP))
-        module.load_state_dict(blob["state_dict"])
+        try:
+            module.load_state_dict(blob.get("state_dict"))
+        except (TypeError, KeyError, RuntimeError) as e:
+            raise UserError(f"{path}: its weights do not match its metadata ({str(e).splitlines()[0][:200]})") from None
         return cls(module.eval(), meta)
+
+
+class _Meta(BaseModel):
+    """What loading needs from a predictor's metadata, checked before any module is built."""
+
+    class Space(BaseModel):
+        name: str
+        source: str
+        params: dict
+        structure_hash: str
+        layers: Annotated[int, Field(ge=1, le=10_000)]
+        ops: Annotated[list[str], Field(min_length=1, max_length=10_000)]
+
+    class Mlp(BaseModel):
+        hidden: Annotated[list[Annotated[int, Field(ge=1, le=65_536)]], Field(min_length=1, max_length=16)]
+        activation: Literal[tuple(ACTIVATIONS)]
+
+    kind: Literal["lut", "robust", "mlp", "residual"]
+    members: Annotated[int, Field(ge=0, le=MAX_MEMBERS)]
+    metric: str
+    unit: str
+    space: Space
+    mlp: Mlp | None = None
+
+
+def _checked_meta(text, path) -> dict:
+    try:
+        meta = json.loads(text)
+        _Meta.model_validate(meta)
+    except (TypeError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        first = e.errors()[0] if isinstance(e, ValidationError) else None
+        why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(e).splitlines()[0][:200]
+        raise UserError(f"{path}: damaged predictor metadata ({why})") from None
+    if meta["kind"] in ("mlp", "residual") and meta["members"] < 1:
+        raise UserError(f"{path}: damaged predictor metadata (a {meta['kind']} predictor has members)")
+    return meta
 
 
 def space_meta(space: SearchSpace) -> dict:

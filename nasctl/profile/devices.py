@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from nasctl.errors import UserError
+from nasctl.validate import OPSETS, shown
 
 TRANSPORTS = ("local", "ssh", "adb")
 ALIASES = {"local": "local-cpu", "rpi": "rpi4"}  # the short names the docs and users use
@@ -90,17 +91,23 @@ def list_profiles() -> dict[str, Path]:
 
 def load_device(ref: str) -> DeviceProfile:
     path = Path(ref)
-    if not (ref.endswith(".toml") or path.is_file()):
+    try:
+        named = not (ref.endswith(".toml") or path.is_file())
+    except OSError:  # a name too long to be a path is not one
+        named = True
+    if named:
         known = list_profiles()
         if ref not in known and ALIASES.get(ref) in known:
             ref = ALIASES[ref]
         if ref not in known:
-            raise UserError(f"unknown device {ref!r} (profiles: {', '.join(known)}; or a .toml file)")
+            raise UserError(f"unknown device {shown(ref)} (profiles: {', '.join(known)}; or a .toml file)")
         path = known[ref]
     try:
         doc = tomllib.loads(path.read_text())
     except OSError as e:
-        raise UserError(f"cannot read device profile {ref}: {e.strerror}") from None
+        raise UserError(f"cannot read device profile {shown(ref)}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"device profile {shown(ref)}: not a text (TOML) file") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"device profile {ref}: {e}") from None
     return _from_doc(doc, str(path))
@@ -135,8 +142,10 @@ def _from_doc(doc: dict, source: str) -> DeviceProfile:
         raise UserError(f"{where}: transport must be one of {', '.join(TRANSPORTS)}")
     if dev.runtime not in RUNTIMES:
         raise UserError(f"{where}: runtime must be one of {', '.join(RUNTIMES)}")
-    if dev.batch < 1:
-        raise UserError(f"{where}: batch must be >= 1")
+    if not 1 <= dev.batch <= 4096 or not OPSETS[0] <= dev.opset <= OPSETS[1]:
+        raise UserError(f"{where}: [model] needs 1 <= batch <= 4096 and {OPSETS[0]} <= opset <= {OPSETS[1]}")
+    if dev.resolution is not None and not 8 <= dev.resolution <= 4096:
+        raise UserError(f"{where}: [model] resolution must be 8-4096")
     if dev.runtime == "onnxruntime" and dev.precision != "fp32":
         raise UserError(f"{where}: onnxruntime profiles time fp32 models only")
     return dev

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nasctl.errors import UserError
 from nasctl.tables import read_table, table_format, write_table
 
 KEY = ["arch_id", "config_id"]
@@ -21,6 +22,10 @@ class Store:
         self.path = Path(path)
         table_format(self.path)  # unknown extension -> UserError before anything runs
         self._df = read_table(self.path) if self.path.exists() else pd.DataFrame()
+        missing = [c for c in (*KEY, "status") if c not in self._df] if len(self._df.columns) else []
+        if missing:  # said now, not as a KeyError after the first arch is measured
+            raise UserError(f"{self.path}: not a row store of nasctl profile (no {', '.join(missing)} column); "
+                            "give a new file or the one a profile wrote")
         self._rows: list[dict] = []
 
     def done(self, config_id: str, include_errors: bool = True) -> set[str]:

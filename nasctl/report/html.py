@@ -15,7 +15,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from nasctl.errors import UserError
 from nasctl.space.space import load_space
@@ -28,6 +30,43 @@ class Found:
     predictors: list[Path] = field(default_factory=list)
     searches: list[tuple[Path, dict]] = field(default_factory=list)
     retrains: dict[str, tuple[Path, pd.DataFrame]] = field(default_factory=dict)  # arch -> run
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # damaged files, and why
+
+
+class _Target(BaseModel):
+    metric: str
+    unit: str
+    kind: str
+    target: float
+    predicted: float
+
+
+class _Round(BaseModel):
+    measured: dict[str, float]
+    predicted: dict[str, float]
+    gap: dict[str, float]
+
+
+class _SearchDoc(BaseModel):
+    """What the report reads of a search's arch.json; a file without it is skipped, and said."""
+
+    arch: str
+    method: str
+    space: str
+    targets: list[_Target]
+    verify: list[_Round] | None = None
+
+
+class _FitReport(BaseModel):
+    class Figures(BaseModel):
+        mape: float
+        kendall_tau: float
+
+    metric: str
+    rows: int
+    test_rows: int
+    chosen: str
+    test: dict[str, Figures]
 
 
 def discover(run: Path) -> Found:
@@ -37,22 +76,44 @@ def discover(run: Path) -> Found:
     for p in sorted(run.rglob("*")):
         if p.name.startswith(".") or not p.is_file():
             continue
-        if p.suffix in (".parquet", ".csv") and p.name not in ("search.csv", "metrics.csv"):
-            try:
-                df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
-            except Exception:
-                continue
-            if {"latency_ms", "status", "arch"} <= set(df.columns) and p.name != "verify.parquet":
-                f.rows.append((p, df[df.status == "ok"]))
-        elif p.suffix == ".pt" and p.with_suffix(".json").exists() and p.with_suffix(".png").exists():
-            f.predictors.append(p)
-        elif p.name == "arch.json" and (p.parent / "search.csv").exists():
-            f.searches.append((p.parent, json.loads(p.read_text())))
-        elif p.name == "metrics.csv" and (p.parent / "arch.json").exists():
-            f.retrains[json.loads((p.parent / "arch.json").read_text())["arch"]] = (p.parent, pd.read_csv(p))
+        try:
+            _take(p, f)
+        except (OSError, ValueError, KeyError, TypeError, UserError, pd.errors.ParserError) as e:
+            f.skipped.append((p, f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"))
     if not (f.rows or f.predictors or f.searches or f.retrains):
         raise UserError(f"{run}: nothing to report (no measured rows, predictors, searches or retrains)")
     return f
+
+
+def _take(p: Path, f: Found) -> None:
+    """File `p` under what it is, if it is anything the report draws."""
+    if p.suffix in (".parquet", ".csv") and p.name not in ("search.csv", "metrics.csv"):
+        try:
+            df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+        except Exception:  # any other table of the user's: not ours to judge
+            return
+        if {"latency_ms", "status", "arch"} <= set(df.columns) and p.name != "verify.parquet":
+            lat = pd.to_numeric(df.latency_ms, errors="coerce")
+            f.rows.append((p, df[(df.status == "ok") & np.isfinite(lat) & (lat > 0)]))
+    elif p.suffix == ".pt" and p.with_suffix(".json").exists() and p.with_suffix(".png").exists():
+        doc = _FitReport.model_validate(json.loads(p.with_suffix(".json").read_text()))
+        if not {"default", "lut_ls"} <= set(doc.test):
+            raise ValueError("its .json report has no default and lut_ls figures")
+        from nasctl.predict import Predictor
+
+        Predictor.load(p)
+        f.predictors.append(p)
+    elif p.name == "arch.json" and (p.parent / "search.csv").exists():
+        doc = json.loads(p.read_text())
+        _SearchDoc.model_validate(doc)
+        load_space(doc["space"]).parse(doc["arch"])
+        f.searches.append((p.parent, doc))
+    elif p.name == "metrics.csv" and (p.parent / "arch.json").exists():
+        m = pd.read_csv(p)
+        if "top1" not in m or m.empty:
+            raise ValueError("no top1 column with rows")
+        m["top1"] = pd.to_numeric(m["top1"])
+        f.retrains[str(json.loads((p.parent / "arch.json").read_text())["arch"])] = (p.parent, m)
 
 
 def _png(fig) -> str:
@@ -230,6 +291,9 @@ def build_report(run: Path, output: Path | None = None) -> dict:
     for arch, (d, m) in f.retrains.items():
         sections.append((f"Retrain {d.relative_to(run)}", f"<p><code>{html.escape(arch)}</code>: top-1 {m.top1.iloc[-1]:.2%} "
                          f"after {len(m)} epochs</p>" + _table(m)))
+    if f.skipped:
+        sections.append(("Files not drawn", "<ul>" + "".join(f"<li><code>{html.escape(str(p.relative_to(run)))}</code>: "
+                                                               f"{html.escape(why)}</li>" for p, why in f.skipped) + "</ul>"))
     body = "\n".join(f"<section><h2>{html.escape(t)}</h2>\n{c}</section>" for t, c in sections)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nasctl report: {html.escape(run.name)}</title>

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nasctl.tables import atomic_write
+from nasctl.tables import atomic_write, to_json
 
 POINTS = 6  # K' tried, geometrically from the least to the most the space reaches
 
@@ -74,7 +74,7 @@ def lookup_graph(job, cfg, metric: str, lo: float, hi: float, epochs: int, on_no
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         derived = list(pool.map(_short_search, *zip(*[(*args, b, epochs, threads) for b in budgets])))
     graph = {"key": key, "search_budget": budgets, "derived": derived}
-    atomic_write(path, json.dumps(graph, indent=2).encode())
+    atomic_write(path, to_json(graph, indent=2).encode())
     return graph
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from nasctl.errors import UserError
+from nasctl.validate import shown
 from nasctl.predict import Predictor, exact_cost
 from nasctl.space.cells import NONE
 from nasctl.space.space import SearchSpace, load_space
@@ -32,7 +33,7 @@ def parse_count(text: str, what: str) -> float:
     """'2.5M' -> 2.5e6; a bare number is taken as is."""
     m = _SIZE.match(str(text))
     if not m or float(m[1]) <= 0:
-        raise UserError(f"{what}: expected a positive number like 2.5M or 300, got {text!r}")
+        raise UserError(f"{what}: expected a positive number like 2.5M or 300, got {shown(text)}")
     return float(m[1]) * _SCALE[m[2].lower()]
 
 

@@ -244,6 +244,9 @@ class Searcher:
                        **{f"argmax_{c.name}": c.predict(arch)[0] for c in s.constraints},
                        **{f"lambda_{c.name}": self.multiplier(c) for c in s.constraints}}
             s.rows[-1].update(summary)  # per-epoch figures ride on the epoch's last step row
+            if not (math.isfinite(summary["train_loss"]) and bool(torch.isfinite(s.alpha).all())):
+                raise UserError(f"search diverged in epoch {s.epoch}: the loss is {summary['train_loss']} "
+                                f"(lower --w-lr or --alpha-lr?); nothing written")
             on_epoch(s.rows[-1])
         return s
 

@@ -8,7 +8,6 @@ string is the same in both (LA-DARTS's decoupling), so only the string crosses o
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -27,8 +26,11 @@ from nasctl.search.engine import METHODS, SearchConfig, Searcher
 from nasctl.search.ladarts import LADartsSearcher, check_space
 from nasctl.search.singlepath import SinglePathSearcher
 from nasctl.space.space import Arch, load_space
-from nasctl.tables import atomic_write, write_table
+from nasctl.profile.devices import load_device
+from nasctl.tables import atomic_write, to_json, write_table
 from nasctl.train.retrain import rank
+
+SEARCH_FILES = ("arch.json", "search.csv", "search.png", "verify.parquet", "verify-repeat.parquet")  # what -o receives
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
     if cfg.method in ("random", "evolution") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError(f"--method {cfg.method} runs in one process; use torchrun for the gradient methods")
     predictors = [Predictor.load(p) for p in job.predictors]
+    device = load_device(job.verify) if job.verify else None  # a bad name is said now, not after the search
+    if job.host and (device is None or device.transport == "local"):
+        raise UserError("--host names the SSH board or adb phone of --verify; "
+                        + ("give --verify" if device is None else f"{device.name} is this machine"))
     data = load_data(job.data, job.resolution)
     base = load_space(job.space)
     macro = "cifar" if data.resolution <= 64 and "cifar" in base.macros else None
@@ -94,7 +100,7 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
     agree = _ranks_agree(searcher)
     rounds = []
     if job.verify and lead:
-        rounds.append(_verify(arch, constraints, job, out, events))
+        rounds.append(_verify(arch, constraints, device, job, out, events))
         if searcher.world > 1 and not rounds[-1]["met"]:
             events.note("under torchrun the calibration round is skipped: rerun in one process to calibrate")
         elif gradient and job.calibrate and not rounds[-1]["met"]:
@@ -107,7 +113,7 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
                         f"searching {extra} more epochs")
             searcher.run(extra, train_w=False, on_epoch=events.epoch)
             arch = _derive(searcher, constraints, job, events)
-            rounds.append(_verify(arch, constraints, job, out, events))
+            rounds.append(_verify(arch, constraints, device, job, out, events))
     if searcher.world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -164,14 +170,11 @@ def _ranks_agree(searcher: Searcher) -> float:
     return float(diff)
 
 
-def _verify(arch: Arch, constraints: list[Constraint], job: Job, out: Path, events: Events) -> dict:
+def _verify(arch: Arch, constraints: list[Constraint], dev, job: Job, out: Path, events: Events) -> dict:
     """Measure the arch at each predictor's deployment config on the device, twice (verify.parquet,
     verify-repeat.parquet), and keep the lower figure: other load only ever slows a run, and one
     1-second timing window can be slowed throughout without the agent seeing a busy core (seen:
     2.24 ms in a search's verify, 1.59 and 1.52 ms when re-measured)."""
-    from nasctl.profile import load_device
-
-    dev = load_device(job.verify)
     measured, predicted, config, repeats = {}, {}, {}, {}
     for c in constraints:
         if c.name in ("params", "mflops"):
@@ -244,7 +247,7 @@ def _write(out: Path, job: Job, cfg: SearchConfig, searcher: Searcher, arch: Arc
     }
     if trace:
         doc["candidates"] = trace
-    atomic_write(out / "arch.json", json.dumps(doc, indent=2).encode())
+    atomic_write(out / "arch.json", to_json(doc, indent=2).encode())
     rows = pd.DataFrame(s.rows if cfg.method in METHODS else trace)
     write_table(rows, out / "search.csv")
     atomic_write(out / "search.png", search_png(rows, constraints, rounds, cfg.method, job.tolerance))

@@ -15,6 +15,7 @@ import pandas as pd
 from nasctl.errors import UserError
 from nasctl.space.space import Arch, SearchSpace, load_space
 from nasctl.tables import read_table
+from nasctl.validate import shown
 
 PARAM_COLUMNS = ("macro", "resolution", "width_mult", "num_classes")
 
@@ -75,25 +76,35 @@ def archs_from_frame(df: pd.DataFrame, path, space: str | None = None, **params)
     return sp, archs
 
 
+def arch_file(ref: str | Path) -> Path | None:
+    """The arch.json that `ref` names (the file, or a folder holding one), or None for an arch
+    string. A string too long to be a path is a string, not an error."""
+    path = Path(ref)
+    try:
+        if path.is_dir():
+            return path / "arch.json"
+        return path if path.suffix == ".json" else None
+    except OSError:  # e.g. a name longer than the filesystem allows
+        return None
+
+
 def read_arch_ref(ref: str, space: str | None = None, **params) -> Arch:
     """An arch from an `arch.json` (search or retrain output, or its folder) or a plain string.
 
     A string needs `space` (default proxyless); the json carries its space and params. Params
     given here (e.g. the data's resolution and classes) override the stored ones.
     """
-    path = Path(ref)
-    if path.is_dir():
-        path = path / "arch.json"
-    if path.suffix == ".json":
+    path = arch_file(ref)
+    if path is not None:
         try:
             doc = json.loads(path.read_text())
-            text, stored_space, stored = doc["arch"], doc.get("space", "proxyless"), doc.get("params", {})
+            text, stored_space, stored = str(doc["arch"]), str(doc.get("space", "proxyless")), dict(doc.get("params", {}))
         except FileNotFoundError:
             raise UserError(f"{path}: no such file") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise UserError(f"{path}: not an arch.json ({e})") from None
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{path}: not an arch.json ({type(e).__name__}: {e})") from None
         sp = load_space(space or stored_space, **{**stored, **{k: v for k, v in params.items() if v is not None}})
         return sp.parse(text)
-    if "-" not in ref:
-        raise UserError(f"{ref!r} is neither an arch.json, a folder holding one, nor an arch string")
+    if "-" not in str(ref):
+        raise UserError(f"{shown(ref)} is neither an arch.json, a folder holding one, nor an arch string")
     return load_space(space or "proxyless", **params).parse(ref)

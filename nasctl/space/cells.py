@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from nasctl.errors import UserError
+from nasctl.validate import shown
 
 NONE = "none"
 NODES = 4
@@ -102,8 +103,10 @@ class CellSpace:
         return _hash({"structure": self.structure_hash, "macro": self.macro, "params": self.params.__dict__})
 
     def with_params(self, **overrides) -> CellSpace:
+        from nasctl.space.schema import overrides as checked
+
         kw = {k: v for k, v in overrides.items() if v is not None}
-        return validated(replace(self, params=replace(self.params, **kw))) if kw else self
+        return validated(replace(self, params=replace(self.params, **checked(kw, f"space {self.source or self.name}")))) if kw else self
 
     # ---- genotypes ---------------------------------------------------------------------
     def to_string(self, ops: tuple[str, ...]) -> str:
@@ -122,23 +125,23 @@ class CellSpace:
         text = str(text).strip()
         cells = text.split(",")
         if len(cells) != 2:
-            raise UserError(f"a {self.name} genotype is a normal and a reduction cell joined by ',': {text!r}")
+            raise UserError(f"a {self.name} genotype is a normal and a reduction cell joined by ',': {shown(text)}")
         ops = [NONE] * self.num_layers
         for c, cell in enumerate(cells):
             nodes = cell.split("-")
             if len(nodes) != NODES:
-                raise UserError(f"cell {c}: {len(nodes)} nodes, a {self.name} cell has {NODES}: {cell!r}")
+                raise UserError(f"cell {c}: {len(nodes)} nodes, a {self.name} cell has {NODES}: {shown(cell)}")
             for node, part in enumerate(nodes):
                 inputs = part.split("+")
                 if len(inputs) != 2:
-                    raise UserError(f"cell {c} node {node}: keeps 2 inputs, got {len(inputs)} in {part!r}")
+                    raise UserError(f"cell {c} node {node}: keeps 2 inputs, got {len(inputs)} in {shown(part)}")
                 seen = set()
                 for tok in inputs:
                     op, _, inp = tok.partition(":")
                     if op not in self.ops or op == NONE:
-                        raise UserError(f"cell {c} node {node}: unknown op {op!r} (ops: {', '.join(o for o in self.ops if o != NONE)})")
+                        raise UserError(f"cell {c} node {node}: unknown op {shown(op)} (ops: {', '.join(o for o in self.ops if o != NONE)})")
                     if not inp.isdigit() or not int(inp) < node + 2 or int(inp) in seen:
-                        raise UserError(f"cell {c} node {node}: input {inp!r} must be a distinct one of 0-{node + 1}")
+                        raise UserError(f"cell {c} node {node}: input {shown(inp)} must be a distinct one of 0-{node + 1}")
                     seen.add(int(inp))
                     ops[c * len(EDGES) + EDGES.index((node, int(inp)))] = op
         return Arch(self, tuple(ops))

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from nasctl.errors import UserError
-from nasctl.space import cells
+from nasctl.validate import shown
+from nasctl.space import cells, schema
 from nasctl.space.cells import CellSpace
 
 SKIP = "skip"
@@ -201,7 +202,7 @@ class SearchSpace:
         kw = {k: v for k, v in overrides.items() if v is not None}
         if not kw:
             return self
-        return _validated(replace(self, params=replace(self.params, **kw)))
+        return _validated(replace(self, params=replace(self.params, **schema.overrides(kw, f"space {self.source or self.name}"))))
 
     # ---- architectures -----------------------------------------------------------------
     def parse(self, text: str) -> Arch:
@@ -209,12 +210,12 @@ class SearchSpace:
         tokens = str(text).strip().split("-")
         if len(tokens) != self.num_layers:
             raise UserError(
-                f"arch has {len(tokens)} layers, space {self.name!r} has {self.num_layers}: {text!r}"
+                f"arch has {len(tokens)} layers, space {self.name!r} has {self.num_layers}: {shown(text)}"
             )
         for layer, tok in zip(self.layers, tokens):
             if tok not in self.ops:
                 raise UserError(
-                    f"layer {layer.index}: unknown op {tok!r} in space {self.name!r} "
+                    f"layer {layer.index}: unknown op {shown(tok)} in space {self.name!r} "
                     f"(ops: {', '.join(self.ops)})"
                 )
             if tok not in layer.ops:
@@ -294,14 +295,14 @@ def load_space(name_or_path: str | Path, **params) -> SearchSpace | CellSpace:
     ref = str(name_or_path)
     if ref in builtin_spaces():
         text, source = (BUILTIN / f"{ref}.toml").read_text(), ref
-    elif ref.endswith(".toml") or Path(ref).exists():
+    elif ref.endswith(".toml") or _is_file(ref):
         try:
             text, source = Path(ref).read_text(), str(Path(ref).resolve())
-        except OSError as e:
-            raise UserError(f"cannot read space file {ref}: {e.strerror}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read space file {shown(ref)}: {getattr(e, 'strerror', None) or 'not a text file'}") from None
     else:
         raise UserError(
-            f"unknown space {ref!r} (built-in: {', '.join(builtin_spaces())}; or a .toml file)"
+            f"unknown space {shown(ref)} (built-in: {', '.join(builtin_spaces())}; or a .toml file)"
         )
     try:
         doc = tomllib.loads(text)
@@ -315,8 +316,16 @@ def load_space(name_or_path: str | Path, **params) -> SearchSpace | CellSpace:
     return _from_doc(doc, source).with_params(**params)
 
 
+def _is_file(ref: str) -> bool:
+    try:
+        return Path(ref).is_file()
+    except OSError:  # a name too long to be a path is not one
+        return False
+
+
 def _from_doc(doc: dict, source: str) -> SearchSpace | CellSpace:
     where = f"space {source}"
+    schema.check(doc, where)
     try:
         if doc.get("kind", "layers") == "cells":
             return cells.from_doc(doc, source, _params(doc, 32, 10))
@@ -382,4 +391,14 @@ def _validated(space: SearchSpace) -> SearchSpace:
     bad = [l.index for l in layers if not l.ops]
     if bad:
         raise UserError(f"{where}: layers {bad} allow no op")
+    for block in (*space.fixed, *layers):
+        for name in (block.ops if isinstance(block, LayerSpec) else (block.op,)):
+            o = parse_op(name)
+            if o.is_skip:
+                continue
+            if o.kernel % 2 == 0:  # "same" padding k // 2 keeps the shape only for odd kernels
+                raise UserError(f"{where}: op {name}: kernel sizes must be odd")
+            if block.in_ch % o.groups or block.out_ch % o.groups:
+                raise UserError(f"{where}: op {name} at {block.in_ch}->{block.out_ch} channels: "
+                                f"its {o.groups} groups must divide both")
     return space

@@ -30,7 +30,9 @@ from nasctl.data import Data
 from nasctl.errors import UserError
 from nasctl.models import build
 from nasctl.space.space import Arch
-from nasctl.tables import atomic_write, write_table
+from nasctl.tables import atomic_write, to_json, write_table
+
+RUN_FILES = ("run.json", "checkpoint.pt", "metrics.csv", "model.pt", "arch.json")  # what a run folder receives
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ class Recipe:
 
     def __post_init__(self):
         for name, v in asdict(self).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
-                raise UserError(f"--{name.replace('_', '-')} must not be negative")
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v < math.inf:
+                raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, not {v}")
         if self.epochs < 1 or self.batch < 2:
             raise UserError("--epochs must be >= 1 and --batch >= 2")
 
@@ -79,21 +81,33 @@ def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str
     if rank() == 0:
         doc = {"arch": arch.string, "space": arch.space.source, "macro": arch.space.params.macro,
                "data": data_spec, "recipe": asdict(recipe)}
-        atomic_write(out / "run.json", json.dumps(doc, indent=2).encode())
+        atomic_write(out / "run.json", to_json(doc, indent=2).encode())
     return Run(arch, data, recipe, out, resume=False)
 
 
 def resume_run(out: Path) -> Run:
     """The run recorded in `out`, to continue from its last checkpoint."""
-    if not (out / "checkpoint.pt").exists() or not (out / "run.json").exists():
+    if not (out / "checkpoint.pt").is_file() or not (out / "run.json").is_file():
         raise UserError(f"{out}: no checkpoint.pt and run.json to resume from")
-    doc = json.loads((out / "run.json").read_text())
     from nasctl.data import load_data
     from nasctl.space.archfile import read_arch_ref
 
-    data = load_data(doc["data"])
-    arch = read_arch_ref(doc["arch"], doc["space"], resolution=data.resolution, num_classes=data.num_classes, macro=doc["macro"])
-    return Run(arch, data, Recipe(**doc["recipe"]), out, resume=True)
+    try:
+        doc = json.loads((out / "run.json").read_text())
+        spec, arch_text, space, macro = (str(doc[k]) for k in ("data", "arch", "space", "macro"))
+        recipe = Recipe(**doc["recipe"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{out / 'run.json'}: not a run record of nasctl retrain ({type(e).__name__}: {e})") from None
+    try:  # read now, so a damaged checkpoint is said before the run starts (retrain reads it again)
+        ck = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+        missing = {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "metrics"} - set(ck)
+    except Exception as e:  # truncated or foreign: all the same to the user
+        raise UserError(f"{out / 'checkpoint.pt'}: cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    if missing:
+        raise UserError(f"{out / 'checkpoint.pt'}: cannot resume from it (no {', '.join(sorted(missing))})")
+    data = load_data(spec)
+    arch = read_arch_ref(arch_text, space, resolution=data.resolution, num_classes=data.num_classes, macro=macro)
+    return Run(arch, data, recipe, out, resume=True)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -189,17 +203,20 @@ def retrain(
     if resume:
         if not ckpt_path.exists():
             raise UserError(f"{out}: no checkpoint.pt to resume from")
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        if ema is not None:
-            ema.load_state_dict(ck["ema"])
-        torch.set_rng_state(ck["rng"])
-        if device.type == "cuda" and "cuda_rng" in ck:
-            torch.cuda.set_rng_state(ck["cuda_rng"], device)
-        start, rows = ck["epoch"], json.loads(ck["metrics"])
+        try:
+            ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            scaler.load_state_dict(ck["scaler"])
+            if ema is not None:
+                ema.load_state_dict(ck["ema"])
+            torch.set_rng_state(ck["rng"])
+            if device.type == "cuda" and "cuda_rng" in ck:
+                torch.cuda.set_rng_state(ck["cuda_rng"], device)
+            start, rows = int(ck["epoch"]), json.loads(ck["metrics"])
+        except Exception as e:  # truncated, foreign or of another arch: all the same to the user
+            raise UserError(f"{ckpt_path}: cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
     for epoch in range(start, recipe.epochs):
         t0 = time.perf_counter()
@@ -225,6 +242,9 @@ def retrain(
                **_evaluate(evaluated, data.val, device, recipe.batch),
                "lr": opt.param_groups[0]["lr"], "time_s": time.perf_counter() - t0}
         rows.append(row)
+        if not math.isfinite(row["train_loss"]):  # a diverged run never ends in a model.pt
+            raise UserError(f"training diverged: the loss is {row['train_loss']} in epoch {epoch + 1} (lower --lr?); "
+                            "no model.pt written" + (f"; {ckpt_path} holds epoch {epoch}" if epoch else ""))
         if rank == 0:
             ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                   "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
@@ -239,8 +259,8 @@ def retrain(
 
     final = (ema.module if ema is not None else model).state_dict()
     if rank == 0:
-        _save({"model": final, "arch": json.dumps(arch_doc(arch))}, out / "model.pt")
-        atomic_write(out / "arch.json", json.dumps({**arch_doc(arch), "recipe": asdict(recipe), "data": data.name}, indent=2).encode())
+        _save({"model": final, "arch": to_json(arch_doc(arch))}, out / "model.pt")
+        atomic_write(out / "arch.json", to_json({**arch_doc(arch), "recipe": asdict(recipe), "data": data.name}, indent=2).encode())
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

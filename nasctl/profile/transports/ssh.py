@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import posixpath
 import shlex
 import threading
@@ -72,8 +73,12 @@ class SshTarget:
             t = cls(**{**doc, **nums, "sysfs_root": sysfs_root})
         except (TypeError, ValueError) as e:
             raise UserError(f"[ssh]: {e}") from None
+        if not all(math.isfinite(v) for v in nums.values()):
+            raise UserError(f"[ssh]: {', '.join(k for k, v in nums.items() if not math.isfinite(v))} must be finite")
         if t.heartbeat_s <= 0 or t.link_timeout_s <= 2 * t.heartbeat_s or t.upload_batch < 1:
             raise UserError("[ssh]: need heartbeat_s > 0, link_timeout_s > 2 * heartbeat_s, upload_batch >= 1")
+        if not 1 <= t.port <= 65535:  # paramiko would wrap 99999 round to another port
+            raise UserError(f"[ssh]: port {t.port} is not a TCP port (1-65535)")
         return t
 
     @property
