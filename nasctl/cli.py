@@ -1,8 +1,13 @@
 """The `nasctl` command line: a thin typer layer over the library.
 
 Exit codes: 0 ok; 1 the job failed (or some archs ended as error or disturbed rows); 2 bad input, nothing
-written; 3 device unreachable. With --json, stdout carries one JSON object and nothing else;
-progress and logs go to stderr.
+written (also a training run that diverged: it writes no model); 3 device unreachable; 130
+interrupted (Ctrl-C). With --json, stdout carries one strict JSON object (null, never NaN) and
+nothing else; progress and logs go to stderr.
+
+Bad input is refused at this boundary, before any work: every number option declares its range,
+every output is checked (not a folder, not under a file, never one of the command's inputs), and
+every file is checked on load (`nasctl.validate`, the space and predictor schemas).
 """
 
 from __future__ import annotations

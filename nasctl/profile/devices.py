@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -138,6 +139,11 @@ def _from_doc(doc: dict, source: str) -> DeviceProfile:
         raise UserError(f"{where}: missing key {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:
         raise UserError(f"{where}: {e}") from None
+    for table in ("runtime_options", "protocol", "energy", "power"):
+        bad = [k for k, v in getattr(dev, table).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v < math.inf]
+        if bad:  # TOML reads nan and inf; the agent would time, or sleep, by them
+            raise UserError(f"{where}: [{table}] {', '.join(bad)} must be finite numbers >= 0")
     if dev.transport not in TRANSPORTS:
         raise UserError(f"{where}: transport must be one of {', '.join(TRANSPORTS)}")
     if dev.runtime not in RUNTIMES:
