@@ -21,10 +21,13 @@ nasctl fit-predictor "$RUN/latency.parquet" --metric latency_ms -o "$RUN/predict
 
 # The target: the median of what the predictor says over the sampled archs, so it is reachable.
 TARGET=$(nasctl predict "$RUN/predictor.pt" "$RUN/archs.parquet" --json | python -c "import json, sys; print(round(json.load(sys.stdin)['median'], 2))")
-# Exit 1: the measured latency is still outside --tolerance after the calibration round; the
-# result is written anyway and the table below says by how much.
+# Exit 1: the measured latency is still outside --tolerance after the calibration round. Exit 4:
+# other load kept the CPU disturbed through --verify-wait, so the arch could not be measured. Either
+# way the result is written, the table below says which, and the job carries on.
+rc=0
 nasctl search --predictor "$RUN/predictor.pt" --target-ms "$TARGET" --data digits --resolution 16 \
-    --epochs "$SEARCH_EPOCHS" --verify local -o "$RUN/search" --json > "$RUN/search.json" || [ $? -eq 1 ]
+    --epochs "$SEARCH_EPOCHS" --verify local -o "$RUN/search" --json > "$RUN/search.json" || rc=$?
+[ "$rc" -eq 0 ] || [ "$rc" -eq 1 ] || [ "$rc" -eq 4 ] || exit "$rc"
 nasctl retrain "$RUN/search/arch.json" --data digits --epochs "$EPOCHS" -o "$RUN/model"
 nasctl export "$RUN/model" --format onnx -o "$RUN/model.onnx"
 nasctl report "$RUN"
@@ -43,7 +46,6 @@ search = json.loads((run / "search" / "arch.json").read_text())
 metrics = pd.read_csv(run / "model" / "metrics.csv")
 resume = json.loads((run / "resume.json").read_text())
 t = search["targets"][0]
-v = search["verify"][-1]
 t_ = Table(title=f"nasctl quickstart on {lat.cpu_model.iloc[0]} ({lat.runtime.iloc[0]} {lat.runtime_version.iloc[0]}, 224x224, batch 1)", show_header=False)
 t_.add_row("archs measured", f"{(lat.status == 'ok').sum()} ({lat.latency_ms.min():.2f}-{lat.latency_ms.max():.2f} ms); rerun: {resume['measured']} measured, {resume['skipped']} skipped")
 d = pred["test"]["default"]
@@ -51,7 +53,11 @@ t_.add_row("predictor (held-out)", f"{pred['chosen']}: MAPE {d['mape']:.2%}, Ken
 t_.add_row("target", f"{t['target']:g} ms")
 t_.add_row("predicted", f"{t['predicted']:.3f} ms (lambda {t['lambda']:+.3f})")
 rounds = "; ".join(f"round {i + 1}: {r['measured']['latency_ms']:.3f} ms ({r['gap']['latency_ms']:+.1%})" for i, r in enumerate(search["verify"]))
-t_.add_row("measured", f"{v['measured']['latency_ms']:.3f} ms ({v['gap']['latency_ms']:+.1%} from target; {rounds})")
+if search["verify_status"] == "unverified":
+    t_.add_row("measured", f"UNVERIFIED: {search['unverified_reason']}" + (f" ({rounds})" if rounds else ""))
+else:
+    v = search["verify"][-1]
+    t_.add_row("measured", f"{v['measured']['latency_ms']:.3f} ms ({v['gap']['latency_ms']:+.1%} from target; {rounds})")
 t_.add_row("accuracy", f"top-1 {metrics.top1.iloc[-1]:.1%} on digits after {len(metrics)} epochs")
 t_.add_row("params / MACs", f"{search['params_count'] / 1e6:.2f} M / {search['macs'] / 1e6:.0f} M (224x224, 1000 classes)")
 t_.add_row("arch", search["arch"])

@@ -1,8 +1,9 @@
 """The `nasctl` command line: a thin typer layer over the library.
 
 Exit codes: 0 ok; 1 the job failed (or some archs ended as error or disturbed rows); 2 bad input, nothing
-written (also a training run that diverged: it writes no model); 3 device unreachable; 130
-interrupted (Ctrl-C). With --json, stdout carries one strict JSON object (null, never NaN) and
+written (also a training run that diverged: it writes no model); 3 device unreachable; 4 a search
+whose --verify found the device disturbed until --verify-wait ran out (the result is kept, marked
+unverified); 130 interrupted (Ctrl-C). With --json, stdout carries one strict JSON object (null, never NaN) and
 nothing else; progress and logs go to stderr.
 
 Bad input is refused at this boundary, before any work: every number option declares its range,
@@ -334,7 +335,9 @@ def search(
     tau_min: Annotated[float, typer.Option(min=0.01, max=100.0, help="Final Gumbel temperature.")] = 0.2,
     verify: Annotated[Optional[str], typer.Option(help="Measure the result on this device profile (e.g. local).")] = None,
     host: Annotated[Optional[str], typer.Option(help="--verify on an SSH/adb device: address or serial.")] = None,
-    tolerance: Annotated[float, typer.Option(min=1e-3, max=1.0, help="Allowed relative gap between measured and target.")] = 0.03,
+    tolerance: Annotated[float, typer.Option(min=1e-9, max=1.0, help="Allowed relative gap between measured and target.")] = 0.03,
+    verify_wait: Annotated[float, typer.Option(min=0.0, max=86_400.0, help="Seconds a disturbed --verify waits in all for a quiet device "
+                                               "(pauses of 5, 10, 20 ... s) before the result is kept unverified (exit 4).")] = 300.0,
     calibrate: Annotated[bool, typer.Option(help="If --verify misses, shift the predictor by the residual and search on.")] = True,
     calibrate_budget: Annotated[bool, typer.Option(help="la-darts: search --max-params/--max-mflops at the budget DCA-NAS's "
                                                    "lookup graph maps it to (made by short searches once, then stored).")] = False,
@@ -357,7 +360,7 @@ def search(
                        tau_min=tau_min, amp=amp, seed=seed)
     job = Job(space=space, data=data, predictors=tuple(str(p) for p in predictor or ()), target_ms=target_ms,
               target_mj=target_mj, max_params=max_params, max_mflops=max_mflops, width_mult=width_mult,
-              resolution=resolution, verify=verify, host=host, tolerance=tolerance, calibrate=calibrate,
+              resolution=resolution, verify=verify, host=host, tolerance=tolerance, verify_wait_s=verify_wait, calibrate=calibrate,
               calibrate_budget=calibrate_budget, candidates=candidates, population=population, generations=generations)
     lead = rank() == 0
     progress = Progress(TextColumn("[bold]search[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -388,7 +391,11 @@ def search(
         lines.append(f"  verify {i + 1} on {r['device']}: " + ", ".join(
             f"{k} measured {r['measured'][k]:.4g} (predicted {r['predicted'][k]:.4g}, {r['gap'][k]:+.1%} from target)" for k in r["measured"])
             + (" ok" if r["met"] else " MISSED"))
+    if summary["verify_status"] == "unverified":
+        lines.append(f"  UNVERIFIED: {summary['unverified_reason']} (arch.json keeps the result, marked)")
     _emit(as_json, summary, "\n".join(lines))
+    if summary["verify_status"] == "unverified":
+        raise typer.Exit(4)
     if summary["verify"] and not summary["verify"][-1]["met"]:
         raise typer.Exit(1)
 

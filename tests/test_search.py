@@ -153,6 +153,32 @@ def test_lightnas_search_writes_its_files_and_verifies_on_the_device(tmp_path, p
     assert pd.read_parquet(out / "verify.parquet").status.tolist() == ["ok"]
 
 
+def test_a_verify_disturbed_on_every_try_keeps_the_result_marked_unverified(tmp_path, predictor):
+    """Two co-runners load both cores for the whole verify, and the profile tolerates no foreign
+    load: every timing comes back disturbed. The search's files are kept, marked, and it exits 4."""
+    import sys
+
+    pred, lo, hi = predictor
+    strict = tmp_path / "strict.toml"
+    strict.write_text((DATA / "fast-cpu.toml").read_text().replace("max_other_busy = 1.0", "max_other_busy = 0.0\ninterference_retries = 0"))
+    out = tmp_path / "s"
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        p = nasctl("search", "--predictor", pred, "--target-ms", round(lo + 0.5 * (hi - lo), 3), *FAST, "--verify", strict,
+                   "--verify-wait", "1", "-o", out, "--json")
+    finally:
+        for b in burners:
+            b.kill()
+    assert p.returncode == 4, p.stderr[-2000:]
+    doc = json.loads((out / "arch.json").read_text())
+    assert doc["verify_status"] == "unverified" and doc["verify"] == []
+    assert "stayed disturbed: other cores" in doc["unverified_reason"] and "through 1 s of waiting" in doc["unverified_reason"]
+    assert json.loads(p.stdout)["verify_status"] == "unverified" and p.stderr == ""  # -q: no notes
+    assert (out / "search.csv").exists() and (out / "search.png").read_bytes()[:4] == b"\x89PNG"
+    rows = pd.read_parquet(out / "verify.parquet")
+    assert rows.status.tolist() == ["disturbed"] and rows.other_cores_busy.iloc[0] > 0
+
+
 def test_a_missed_verify_calibrates_the_predictor_by_the_residual_and_searches_on(tmp_path, predictor):
     """A tolerance no timing meets forces the calibration round: it shifts the predictor by the
     first round's residual, searches more epochs with w frozen, measures again, and exits 1."""

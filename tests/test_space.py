@@ -121,7 +121,7 @@ head = { channels = 64 }
 @pytest.mark.parametrize(
     "body, msg",
     [
-        ('name = "x"\nops = ["k3_e3"]\n[params]\n', "missing key 'macro'"),
+        ('name = "x"\nops = ["k3_e3"]\n[params]\n', "macro: Field required"),
         ('name = "x"\nops = ["k3"]\n[params]\n[macro.a]\nstem={channels=8,stride=1}\nstages=[{channels=8,layers=1,stride=1}]\nhead={channels=8}\n', "bad op name"),
         ("not toml [", "space file"),
     ],

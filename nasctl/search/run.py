@@ -30,6 +30,7 @@ from nasctl.profile.devices import load_device
 from nasctl.tables import atomic_write, to_json, write_table
 from nasctl.train.retrain import rank
 
+VERIFY_BACKOFF_S = 5.0  # the first pause of a disturbed verify; each next one doubles
 SEARCH_FILES = ("arch.json", "search.csv", "search.png", "verify.parquet", "verify-repeat.parquet")  # what -o receives
 
 
@@ -47,12 +48,17 @@ class Job:
     verify: str | None = None
     host: str | None = None
     tolerance: float = 0.03
+    verify_wait_s: float = 300.0  # how long, in all, a disturbed verify waits for a quiet device
     calibrate: bool = True
     calibrate_epochs: int | None = None
     calibrate_budget: bool = False  # DCA-NAS's lookup graph for --max-params / --max-mflops
     candidates: int = 5  # random
     population: int = 24  # evolution
     generations: int = 10
+
+
+class Unverified(Exception):
+    """The device stayed disturbed through every verify attempt: the result stands unmeasured."""
 
 
 class Events:
@@ -98,28 +104,41 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
         searcher.run(cfg.epochs, on_epoch=events.epoch)
         arch = _derive(searcher, constraints, job, events)
     agree = _ranks_agree(searcher)
-    rounds = []
-    if job.verify and lead:
-        rounds.append(_verify(arch, constraints, device, job, out, events))
-        if searcher.world > 1 and not rounds[-1]["met"]:
-            events.note("under torchrun the calibration round is skipped: rerun in one process to calibrate")
-        elif gradient and job.calibrate and not rounds[-1]["met"]:
-            for c in constraints:  # shift each measured model by its residual at this arch
-                m = rounds[-1]["measured"].get(c.name)
-                if m is not None:
-                    c.offset += m - rounds[-1]["predicted"][c.name]
-            extra = job.calibrate_epochs or max(3, cfg.epochs // 3)
-            events.note(f"measured {_gap_text(rounds[-1])}: calibrating the predictor by the residual, "
-                        f"searching {extra} more epochs")
-            searcher.run(extra, train_w=False, on_epoch=events.epoch)
-            arch = _derive(searcher, constraints, job, events)
+    rounds, status = [], {"state": "pending" if job.verify else "none"}
+
+    def write() -> dict:  # before verifying too: a verify that fails must not lose the search
+        return _write(out, job, cfg, searcher, arch, constraints, rounds, status, trace, data.name,
+                      time.perf_counter() - t0, agree)
+
+    if lead:
+        write()
+    try:
+        if job.verify and lead:
             rounds.append(_verify(arch, constraints, device, job, out, events))
+            if searcher.world > 1 and not rounds[-1]["met"]:
+                events.note("under torchrun the calibration round is skipped: rerun in one process to calibrate")
+            elif gradient and job.calibrate and not rounds[-1]["met"]:
+                for c in constraints:  # shift each measured model by its residual at this arch
+                    m = rounds[-1]["measured"].get(c.name)
+                    if m is not None:
+                        c.offset += m - rounds[-1]["predicted"][c.name]
+                extra = job.calibrate_epochs or max(3, cfg.epochs // 3)
+                events.note(f"measured {_gap_text(rounds[-1])}: calibrating the predictor by the residual, "
+                            f"searching {extra} more epochs")
+                searcher.run(extra, train_w=False, on_epoch=events.epoch)
+                arch = _derive(searcher, constraints, job, events)
+                write()
+                rounds.append(_verify(arch, constraints, device, job, out, events))
+            status = {"state": "verified" if job.verify else "none"}
+    except Unverified as e:  # never a calibration from it: a disturbed figure is no residual
+        status = {"state": "unverified", "reason": str(e)}
+        events.note(f"verify: {e}; the result is kept, marked unverified")
     if searcher.world > 1:
         dist.barrier()
         dist.destroy_process_group()
     if not lead:
         return {}
-    return _write(out, job, cfg, searcher, arch, constraints, rounds, trace, data.name, time.perf_counter() - t0, agree)
+    return write()
 
 
 def _calibrate_budgets(job: Job, cfg: SearchConfig, space, constraints: list[Constraint], events: Events) -> None:
@@ -200,25 +219,43 @@ def _verify(arch: Arch, constraints: list[Constraint], dev, job: Job, out: Path,
 
 
 def _measure(a: Arch, deploy, dev, path: Path, job: Job, events: Events) -> pd.Series:
-    """One ok row for `a` in the store at `path`; one retry for a disturbed or failed row, then the job fails."""
+    """One ok row for `a` in the store at `path`. A failed row is measured once more, then the job
+    fails. A disturbed row (other load on the device's free cores) is measured again after a
+    pause that doubles (5, 10, 20 ... s) until `job.verify_wait_s` have passed; then `Unverified`."""
     from nasctl.profile import Store, profile_archs
 
     store = Store(path)
-    for retry in (False, True):
+    retry, failed, waited, pause = False, 0, 0.0, VERIFY_BACKOFF_S
+    while True:
         profile_archs([a], deploy, dev, store, hosts=[job.host], retry_errors=retry, on_note=events.note)
         df = store.frame()
         got = df[df["arch_id"] == a.id].iloc[-1]
+        retry = True
         if got["status"] == "ok":
             return got
-    raise NasctlError(f"verify on {dev.name}: {got['status']} ({got.get('error') or 'other load while timing'})")
+        if got["status"] == "error":
+            failed += 1
+            if failed > 1:
+                raise NasctlError(f"verify on {dev.name}: error ({got.get('error')})")
+            continue
+        busy = got.get("other_cores_busy")
+        why = f"disturbed: other cores {busy:.0%} busy while timing" if pd.notna(busy) else "disturbed"
+        if waited >= job.verify_wait_s:
+            raise Unverified(f"{dev.name} stayed {why} through {waited:.0f} s of waiting")
+        pause = min(pause, job.verify_wait_s - waited)
+        events.note(f"verify on {dev.name}: {why}; measuring again in {pause:.0f} s")
+        time.sleep(pause)
+        waited, pause = waited + pause, pause * 2
 
 
 def _gap_text(r: dict) -> str:
     return ", ".join(f"{k} {r['measured'][k]:.4g} against {r['target'][k]:.4g} ({r['gap'][k]:+.1%})" for k in r["measured"])
 
 
-def _write(out: Path, job: Job, cfg: SearchConfig, searcher: Searcher, arch: Arch, constraints, rounds, trace, data_name,
-           wall_s: float, alpha_rank_max_diff: float) -> dict:
+def _write(out: Path, job: Job, cfg: SearchConfig, searcher: Searcher, arch: Arch, constraints, rounds, status: dict,
+           trace, data_name, wall_s: float, alpha_rank_max_diff: float) -> dict:
+    """Write arch.json, search.csv and search.png (again after each verify round); `status` says
+    whether the result was verified: none (no --verify), pending, verified or unverified (why)."""
     from nasctl.models.cost import arch_cost
     from nasctl.search.plot import search_png
 
@@ -238,7 +275,8 @@ def _write(out: Path, job: Job, cfg: SearchConfig, searcher: Searcher, arch: Arc
         "method": cfg.method, "targets": targets, "macs": macs, "params_count": params,
         "alpha": [{op: float(p) for op, p in zip(s.space.ops, row) if s.space.allowed[i][s.space.ops.index(op)]}
                   for i, row in enumerate(probs)] if cfg.method in METHODS else None,
-        "argmax": s.derived_from or arch.string, "verify": rounds, "tolerance": job.tolerance,
+        "argmax": s.derived_from or arch.string, "verify": rounds, "verify_status": status["state"],
+        "unverified_reason": status.get("reason"), "tolerance": job.tolerance,
         "search": {"data": data_name, "epochs": s.epoch, "steps": s.step, "wall_s": wall_s, "supernet_train_s": s.wall_s,
                    "world_size": searcher.world, "alpha_rank_max_diff": alpha_rank_max_diff,
                    "supernet": {"macro": s.space.params.macro, "resolution": s.space.params.resolution,
@@ -252,4 +290,5 @@ def _write(out: Path, job: Job, cfg: SearchConfig, searcher: Searcher, arch: Arc
     write_table(rows, out / "search.csv")
     atomic_write(out / "search.png", search_png(rows, constraints, rounds, cfg.method, job.tolerance))
     return {"output": str(out), "arch": arch.string, "method": cfg.method, "targets": targets,
-            "verify": rounds, "wall_s": wall_s, "macs": macs, "params": params}
+            "verify": rounds, "verify_status": status["state"], "unverified_reason": status.get("reason"),
+            "wall_s": wall_s, "macs": macs, "params": params}
