@@ -13,6 +13,7 @@ every file is checked on load (`nasctl.validate`, the space and predictor schema
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -469,7 +470,7 @@ def export(
 
     input_path(model, "MODEL", folder=True)
     if format in SUFFIXES:
-        require_suffix(output, SUFFIXES[format], f"a {format} file")
+        require_suffix(output, SUFFIXES[format], f"--format {format} writes a file that")
         output_path(output, inputs=(model / "model.pt", model / "arch.json"), writes=(sidecar_path(output).name,))
     info = export_model(model, format, output, opset=opset, batch=batch, dynamic_batch=dynamic_batch,
                         device=device, host=host, trust_new_host_key=trust_new_host_key)
@@ -565,6 +566,22 @@ def _one_line(text: str) -> str:
     return re.sub(r"\S{201,}", lambda m: f"{m[0][:100]}...({len(m[0])} characters)", first)
 
 
+def _not_finite(e: ClickException, args: list[str]) -> str | None:
+    """Say "not a finite number" for nan or inf, where the range check would say "greater than"."""
+    opts = getattr(getattr(e, "param", None), "opts", None) or []
+    for i, a in enumerate(args):
+        name, _, value = a.partition("=")
+        if name in opts:
+            value = value or (args[i + 1] if i + 1 < len(args) else "")
+            try:
+                if not math.isfinite(float(value)):
+                    lo, hi = e.param.min, e.param.max
+                    return f"Invalid value for '{name}': {value} is not a finite number" + (f" ({lo:g} to {hi:g})" if lo is not None and hi is not None else "")
+            except ValueError:
+                return None
+    return None
+
+
 def run(args: list[str] | None = None) -> int:
     """Run the CLI as a user does; every error becomes one line on stderr and its exit code."""
     args = sys.argv[1:] if args is None else list(args)
@@ -575,7 +592,7 @@ def run(args: list[str] | None = None) -> int:
         e.show()
         code = 2
     except ClickException as e:  # usage errors: missing or malformed options
-        print(f"nasctl: error: {_one_line(e.format_message())}", file=sys.stderr)
+        print(f"nasctl: error: {_one_line(_not_finite(e, args) or e.format_message())}", file=sys.stderr)
         code = e.exit_code
     except NasctlError as e:
         print(f"nasctl: error: {_one_line(str(e))}", file=sys.stderr)

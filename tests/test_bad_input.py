@@ -86,7 +86,7 @@ def ws(tmp_path_factory) -> Path:
                      ["fit-predictor", "help.csv", "-o", "pred.pt", "--members", "2"],
                      ["retrain", TINY_ARCH, "--space", "tiny.toml", "-o", "run", "--epochs", "1"],
                      ["profile", "--device", "fast-cpu.toml", "--arch", TINY_ARCH, "--space", "tiny.toml", "-o", "rows.parquet"]):
-            code, out, errtext = _run(args)
+            code, _, errtext = _run(args)
             assert code == 0, (args, errtext)
     return d
 
@@ -186,7 +186,7 @@ def test_each_base_invocation_works(ws, tmp_path):
     shutil.copytree(ws, d)
     for name in ("sample", "predict", "export", "report", "retrain"):
         with _cwd(d):
-            code, out, errtext = _run(BASE[name])
+            code, _, errtext = _run(BASE[name])
         assert code == 0, (name, errtext[-1000:])
     assert (d / "out/a.parquet").is_file() and (d / "out/m.onnx").is_file() and (d / "out/r/model.pt").is_file()
 
@@ -283,7 +283,7 @@ def test_space_files_are_checked_against_the_schema(ws, tmp_path, case):
     text = (DATA / "tiny.toml").read_text()
     assert old in text
     (tmp_path / "bad.toml").write_text(text.replace(old, new, 1))
-    code, out, errtext = _run(["sample", "--space", str(tmp_path / "bad.toml"), "-o", str(tmp_path / "a.csv")])
+    code, _, errtext = _run(["sample", "--space", str(tmp_path / "bad.toml"), "-o", str(tmp_path / "a.csv")])
     assert code == 2 and msg in errtext and len(errtext.strip().splitlines()) == 1, errtext
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
 
@@ -297,7 +297,7 @@ def _toml(doc: dict) -> str:
         if isinstance(v, bool):
             return str(v).lower()
         if isinstance(v, float):
-            return repr(v) if math.isfinite(v) else ("nan" if v != v else ("inf" if v > 0 else "-inf"))
+            return repr(v) if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
         return repr(v) if isinstance(v, str) else str(v)
 
     top = "\n".join(f"{k} = {val(v)}" for k, v in doc.items() if k not in ("params", "macro"))
@@ -403,7 +403,7 @@ def test_damaged_runs_devices_and_stores_get_one_line(ws, tmp_path):
     for args, msg in cases:
         before = _snapshot(d)
         with _cwd(d):
-            code, out, errtext = _run(args)
+            code, _, errtext = _run(args)
         assert code == 2 and msg in errtext and len(errtext.strip().splitlines()) == 1, (args, errtext)
         assert _snapshot(d) == before, args
 
@@ -422,7 +422,7 @@ def test_report_draws_what_it_can_and_names_damaged_files(ws, tmp_path):
     rows = pd.read_parquet(d / "rows.parquet")
     pd.concat([rows.assign(latency_ms=-3.0), rows.assign(latency_ms=float("inf")), rows]).to_parquet(d / "rows.parquet")
     with _cwd(d):
-        code, out, errtext = _run(["report", ".", "--json"])
+        code, _, errtext = _run(["report", ".", "--json"])
     assert code == 0, errtext
     page = (d / "report.html").read_text()
     assert "Files not drawn" in page and "s/arch.json" in page and "r2/metrics.csv" in page
@@ -440,5 +440,5 @@ def test_sigint_says_interrupted(tmp_path):
     while not (tmp_path / "r" / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
     p.send_signal(signal.SIGINT)
-    out, errtext = p.communicate(timeout=60)
+    _, errtext = p.communicate(timeout=60)
     assert p.returncode == 130 and errtext.strip().splitlines()[-1] == "nasctl: interrupted" and "Traceback" not in errtext, errtext
