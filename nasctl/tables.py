@@ -31,7 +31,10 @@ def table_format(path: str | Path) -> str:
 def read_table(path: str | Path) -> pd.DataFrame:
     fmt = table_format(path)
     try:
-        return pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+        # One read of the whole file, then parse: pyarrow opens a path more than once (footer,
+        # then pages), and a writer's rename in between mixes two versions ("Page was smaller").
+        data = io.BytesIO(Path(path).read_bytes())
+        return pd.read_parquet(data) if fmt == "parquet" else pd.read_csv(data)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (OSError, ValueError, pyarrow.ArrowException, pd.errors.ParserError) as e:
