@@ -55,6 +55,10 @@ class Stratify(str, Enum):
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or logs on stderr.")]
+DataOpt = Annotated[str, typer.Option(help="digits | fashion-mnist | fashion-mnist:PATH | mnist:PATH | cifar10:PATH | "
+                                           "imagefolder:PATH (never downloaded).")]
+TrainLimitOpt = Annotated[Optional[int], typer.Option(min=10, max=100_000_000, help="Train on this many images only: a "
+                                                      "class-balanced subset drawn with seed 0, for CPU budgets.")]
 # Every number is declared with its range: typer refuses a value outside it, and a float with
 # both bounds refuses nan and the infinities too (tests/test_bad_input.py checks each option).
 Resolution = Annotated[Optional[int], typer.Option(min=8, max=4096, help="Input resolution (default: the space's).")]
@@ -322,7 +326,8 @@ def search(
     lambda_: Annotated[Optional[float], typer.Option("--lambda", min=0.0, max=1e3, help="Fixed λ of fbnet / proxyless (default 0.2) or "
                                                       "singlepath / la-darts (default: learned, as lightnas).")] = None,
     space: Annotated[str, typer.Option(help="Built-in space name or a space .toml file.")] = "proxyless",
-    data: Annotated[str, typer.Option(help="digits | cifar10:PATH | imagefolder:PATH (never downloaded).")] = "digits",
+    data: DataOpt = "digits",
+    train_limit: TrainLimitOpt = None,
     resolution: Annotated[Optional[int], typer.Option(min=8, max=4096, help="Supernet input resolution (default: the data's).")] = None,
     width_mult: Annotated[float, typer.Option(min=0.05, max=8.0, help="Supernet width; the arch string does not depend on it.")] = 0.5,
     epochs: Annotated[int, typer.Option(min=1, max=100_000, help="Epochs over the w half of the training data.")] = 30,
@@ -359,7 +364,7 @@ def search(
     cfg = SearchConfig(method=method.value, epochs=epochs, warmup_epochs=warmup_epochs, batch=batch, w_lr=w_lr,
                        alpha_lr=alpha_lr, lambda_lr=lambda_lr, rho=rho, fixed_lambda=lambda_, tau0=tau0,
                        tau_min=tau_min, amp=amp, seed=seed)
-    job = Job(space=space, data=data, predictors=tuple(str(p) for p in predictor or ()), target_ms=target_ms,
+    job = Job(space=space, data=data, train_limit=train_limit, predictors=tuple(str(p) for p in predictor or ()), target_ms=target_ms,
               target_mj=target_mj, max_params=max_params, max_mflops=max_mflops, width_mult=width_mult,
               resolution=resolution, verify=verify, host=host, tolerance=tolerance, verify_wait_s=verify_wait, calibrate=calibrate,
               calibrate_budget=calibrate_budget, candidates=candidates, population=population, generations=generations)
@@ -405,9 +410,12 @@ def search(
 def retrain(
     arch: Annotated[Optional[str], typer.Argument(help="arch.json (from search), a folder holding one, or an arch string.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder: checkpoint.pt, metrics.csv, model.pt, arch.json.")] = None,
-    data: Annotated[str, typer.Option(help="digits | cifar10:PATH | imagefolder:PATH (never downloaded).")] = "digits",
+    data: DataOpt = "digits",
+    train_limit: TrainLimitOpt = None,
     space: Annotated[Optional[str], typer.Option(help="Space of an arch string (default proxyless).")] = None,
     macro: Macro = None,
+    width_mult: Annotated[Optional[float], typer.Option(min=0.05, max=8.0, help="Channel width (default: the arch.json's, "
+                                                        "else 1.0); the arch string does not depend on it.")] = None,
     epochs: Annotated[int, typer.Option(min=1, max=100_000, help="Epochs.")] = 30,
     batch: Annotated[int, typer.Option(min=2, max=65_536, help="Batch size per process.")] = 64,
     lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="Peak SGD learning rate (cosine after warm-up).")] = 0.1,
@@ -418,6 +426,7 @@ def retrain(
     ema: Annotated[float, typer.Option(min=0.0, max=0.99999, help="EMA decay of the weights (e.g. 0.9998); 0 = off.")] = 0.0,
     amp: Annotated[bool, typer.Option(help="Mixed precision (CUDA only).")] = True,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the init, the data order and dropout.")] = 0,
+    eval_every: Annotated[int, typer.Option(min=1, max=100_000, help="Score top-1 every N epochs (and after the last).")] = 1,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder exactly where it stopped.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -433,8 +442,8 @@ def retrain(
     else:
         output_path(output, folder=True, inputs=(arch_file(arch), space), writes=RUN_FILES)
         recipe = Recipe(epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                        label_smoothing=label_smoothing, dropout=dropout, ema=ema, amp=amp, seed=seed)
-        run = new_run(arch, data, output, recipe, space, macro)
+                        label_smoothing=label_smoothing, dropout=dropout, ema=ema, amp=amp, seed=seed, eval_every=eval_every)
+        run = new_run(arch, data, output, recipe, space, macro, train_limit, width_mult)
     lead = rank() == 0  # under torchrun only rank 0 writes and talks
     progress = Progress(TextColumn("[bold]retrain[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet or not lead)

@@ -73,7 +73,8 @@ def test_torchrun_ddp_with_two_gloo_processes(tmp_path):
 def test_bad_retrain_input(tmp_path):
     for args, msg in [
         ([ARCH, "--space", TINY, "--data", "cifar10:/nope", "-o", tmp_path / "x"], "no such folder"),
-        ([ARCH, "--space", TINY, "--data", "mnist", "-o", tmp_path / "x"], "unknown --data 'mnist'"),
+        ([ARCH, "--space", TINY, "--data", "svhn", "-o", tmp_path / "x"], "unknown --data 'svhn'"),
+        ([ARCH, "--space", TINY, "--data", "mnist", "-o", tmp_path / "x"], "--data mnist:PATH needs a path"),
         (["k3_e3-k3_e3", "--space", TINY, "-o", tmp_path / "x"], "has 4"),
         (["--resume", tmp_path], "no checkpoint.pt"),
     ]:

@@ -2,17 +2,24 @@
 
 - `digits`: scikit-learn's 1,797 handwritten digits (8x8, 10 classes), shipped inside the
   package, upsampled to 32x32 RGB so the spaces' CIFAR macros apply. The built-in CPU default.
+- `fashion-mnist`: Zalando's Fashion-MNIST as Debian ships it (`apt-get install
+  dataset-fashion-mnist`): 60k train / 10k test, 28x28 grey (kept at 28 unless a resolution is
+  given), 10 classes. Real images that separate architectures, where digits cannot.
+- `fashion-mnist:PATH`, `mnist:PATH`: any folder of the four idx files, gzipped or not.
 - `cifar10:PATH`: the CIFAR-10 "python version" folder (data_batch_1..5, test_batch).
 - `imagefolder:PATH`: PATH/train/<class>/*.jpg and PATH/val/<class>/*.jpg (e.g. ImageNet-100),
   resized to --resolution.
 
-Every dataset gives a train and a val split; a search splits train again for its bi-level steps.
+Every dataset gives a train and a val split (the dataset's own test set where it has one); a
+search splits train again for its bi-level steps and never sees val. `train_limit` keeps a
+seeded, class-balanced subset of train, for CPU budgets; the Data's name then says so.
 """
 
 from __future__ import annotations
 
+import gzip
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +30,9 @@ from torch.utils.data import TensorDataset
 from nasctl.errors import UserError
 
 MEAN, STD = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1)
+
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # where dataset-fashion-mnist puts its files
 
 
 @dataclass
@@ -94,6 +104,57 @@ def _cifar10(path: Path, resolution: int) -> Data:
     return Data("cifar10", _tensors(xt, yt, resolution), _tensors(xv, yv, resolution), 10, resolution)
 
 
+def _idx(path: Path, stem: str, ndim: int) -> np.ndarray:
+    """One idx file (`stem-idx3-ubyte`, `.gz` or not; `stem.idx3-ubyte` too): the big-endian
+    header (0, 0, dtype 0x08 = uint8, ndim, then ndim sizes) and the raw bytes. A header that
+    disagrees with the file's size is refused, not trusted."""
+    names = [f"{stem}{sep}idx{ndim}-ubyte{gz}" for gz in ("", ".gz") for sep in ("-", ".")]
+    f = next((path / n for n in names if (path / n).is_file()), None)
+    if f is None:
+        raise UserError(f"{path}: missing {names[0]} (or {names[1]}): expected the four idx files of (Fashion-)MNIST")
+    try:
+        raw = gzip.decompress(f.read_bytes()) if f.suffix == ".gz" else f.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise UserError(f"{f}: cannot read it ({type(e).__name__}: {str(e)[:160]})") from None
+    head = 4 + 4 * ndim
+    if len(raw) < head or raw[:4] != bytes([0, 0, 8, ndim]):
+        raise UserError(f"{f}: not an idx{ndim} file of bytes (magic {raw[:4].hex() or 'missing'}, expected 000008{ndim:02x})")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if len(raw) - head != int(np.prod(shape)):
+        raise UserError(f"{f}: the header says {' x '.join(map(str, shape))} = {int(np.prod(shape))} bytes, the file holds {len(raw) - head}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(shape).copy()  # writable, as torch wants
+
+
+def _mnist(kind: str, path: Path, resolution: int) -> Data:
+    """(Fashion-)MNIST from its idx files, with the dataset's own train/test split."""
+    def split(stem):
+        x, y = _idx(path, f"{stem}-images", 3), _idx(path, f"{stem}-labels", 1)
+        if len(x) != len(y) or not (y < 10).all():
+            raise UserError(f"{path}: {stem} has {len(x)} images and {len(y)} labels (expected as many, in 0-9)")
+        return x, y
+
+    (xt, yt), (xv, yv) = split("train"), split("t10k")
+    return Data(kind, _tensors(xt[:, None], yt, resolution), _tensors(xv[:, None], yv, resolution), 10, resolution)
+
+
+def balanced_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of `n` samples, as even over the classes as `n` allows, drawn with `seed`: a small
+    subset that keeps every class (a plain random subset can starve one)."""
+    classes = np.unique(y)
+    if not len(classes) <= n <= len(y):
+        raise UserError(f"--train-limit {n}: must lie between {len(classes)} (one per class) and the {len(y)} training images")
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
+    share = [n // len(classes) + (i < n % len(classes)) for i in range(len(classes))]
+    while any(s > len(p) for s, p in zip(share, pools)):  # a class too small: its rest goes to the others
+        spare = sum(max(0, s - len(p)) for s, p in zip(share, pools))
+        share = [min(s, len(p)) for s, p in zip(share, pools)]
+        room = [i for i, (s, p) in enumerate(zip(share, pools)) if s < len(p)]
+        for k in range(spare):
+            share[room[k % len(room)]] += 1
+    return np.sort(np.concatenate([p[:s] for s, p in zip(share, pools)]))
+
+
 def _imagefolder(path: Path, resolution: int) -> Data:
     from PIL import Image
 
@@ -117,15 +178,36 @@ def _imagefolder(path: Path, resolution: int) -> Data:
     return Data(f"imagefolder:{path.name}", _tensors(xt, yt, resolution), _tensors(xv, yv, resolution), len(classes), resolution)
 
 
-def load_data(spec: str, resolution: int | None = None) -> Data:
+def load_data(spec: str, resolution: int | None = None, train_limit: int | None = None) -> Data:
+    """The dataset `spec` names, at `resolution` (default: its own). `train_limit` keeps that many
+    training images, class-balanced, always drawn with seed 0: a search and the retrain of its
+    net see the same images, whatever their own seeds. The name says so, for every figure."""
+    data = _load(spec, resolution)
+    if train_limit is None:
+        return data
+    x, y = data.train.tensors
+    keep = torch.as_tensor(balanced_subset(y.numpy(), train_limit, seed=0))
+    return replace(data, name=f"{data.name} (train-limit {train_limit})", train=TensorDataset(x[keep], y[keep]))
+
+
+def _load(spec: str, resolution: int | None) -> Data:
     kind, _, arg = spec.partition(":")
+    if kind == "fashion-mnist" and not arg:
+        if not FASHION_MNIST.is_dir():
+            raise UserError(f"--data fashion-mnist: {FASHION_MNIST} is missing; install it with: apt-get install dataset-fashion-mnist")
+        return _mnist(kind, FASHION_MNIST, resolution or 28)
+    if kind in ("mnist", "cifar10", "imagefolder") and not arg:
+        raise UserError(f"--data {kind}:PATH needs a path")
+    if kind in ("fashion-mnist", "mnist"):
+        path = Path(arg).expanduser()
+        if not path.is_dir():
+            raise UserError(f"--data {spec}: no such folder (it holds the four idx files)")
+        return _mnist(kind, path, resolution or 28)
     if kind == "digits" and not arg:
         return _digits(resolution or 32)
     if kind in ("cifar10", "imagefolder"):
-        if not arg:
-            raise UserError(f"--data {kind}:PATH needs a path")
         path = Path(arg).expanduser()
         if not path.is_dir():
             raise UserError(f"--data {spec}: no such folder")
         return _cifar10(path, resolution or 32) if kind == "cifar10" else _imagefolder(path, resolution or 224)
-    raise UserError(f"unknown --data {spec!r} (digits, cifar10:PATH or imagefolder:PATH)")
+    raise UserError(f"unknown --data {spec!r} (digits, fashion-mnist, fashion-mnist:PATH, mnist:PATH, cifar10:PATH or imagefolder:PATH)")

@@ -20,7 +20,7 @@ from nasctl.search.constraints import Constraint
 from nasctl.search.engine import Searcher
 from nasctl.space.sample import sample
 from nasctl.space.space import Arch, SearchSpace
-from nasctl.train.retrain import lr_factor, param_groups
+from nasctl.train.retrain import layout, lr_factor, param_groups
 
 RANDOM_BAND = 0.02  # random keeps archs predicted within ±2% of each target
 
@@ -48,7 +48,7 @@ def train_briefly(arch: Arch, searcher: Searcher, steps: int, seed: int) -> floa
     """Train the standalone arch for `steps` SGD steps on the w half; top-1 on the α half."""
     cfg, device = searcher.state.cfg, searcher.device
     torch.manual_seed(seed)
-    net = build(arch).to(device)
+    net = build(arch).to(device, memory_format=layout(device))
     opt = torch.optim.SGD(param_groups(net, cfg.w_weight_decay), lr=cfg.w_lr, momentum=cfg.w_momentum, nesterov=True)
     step = 0
     while step < steps:
@@ -58,7 +58,7 @@ def train_briefly(arch: Arch, searcher: Searcher, steps: int, seed: int) -> floa
             for g in opt.param_groups:
                 g["lr"] = cfg.w_lr * lr_factor(step, 0, steps)
             net.train()
-            loss = F.cross_entropy(net(x.to(device)), y.to(device))
+            loss = F.cross_entropy(net(x.to(device, memory_format=layout(device))), y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -73,7 +73,7 @@ def accuracy(net: nn.Module, searcher: Searcher, gates: torch.Tensor | None = No
     net.train(gates is not None)
     with torch.no_grad():
         for x, y in DataLoader(searcher.a_loader.dataset, batch_size=256):
-            x, y = x.to(searcher.device), y.to(searcher.device)
+            x, y = x.to(searcher.device, memory_format=layout(searcher.device)), y.to(searcher.device)
             out = net(x) if gates is None else net(x, gates)
             correct += int((out.argmax(1) == y).sum())
             n += len(y)

@@ -46,7 +46,7 @@ def _short_search(job: dict, cfg: dict, metric: str, budget: float, epochs: int,
     from nasctl.space.space import load_space
 
     torch.set_num_threads(threads)
-    data = load_data(job["data"], job["resolution"])
+    data = load_data(job["data"], job["resolution"], job["train_limit"])
     base = load_space(job["space"])
     space = base.with_params(resolution=data.resolution, num_classes=data.num_classes, width_mult=job["width_mult"])
     flag = {"params": "max_params", "mflops": "max_mflops"}[metric]
@@ -60,7 +60,7 @@ def _short_search(job: dict, cfg: dict, metric: str, budget: float, epochs: int,
 def lookup_graph(job, cfg, metric: str, lo: float, hi: float, epochs: int, on_note=lambda t: None) -> dict:
     """The stored graph for this space, metric and settings, or a new one: K' per derived cost.
     `lo`, `hi`: the least and the most the space reaches."""
-    key = {"space": job.space, "metric": metric, "data": job.data, "resolution": job.resolution, "width_mult": job.width_mult,
+    key = {"space": job.space, "metric": metric, "data": job.data, "train_limit": job.train_limit, "resolution": job.resolution, "width_mult": job.width_mult,
            "cfg": {k: v for k, v in asdict(cfg).items() if k != "epochs"}, "epochs": epochs, "points": POINTS}
     path = _store(key)
     if path.exists():

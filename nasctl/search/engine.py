@@ -35,7 +35,7 @@ from nasctl.errors import UserError
 from nasctl.search.constraints import Constraint
 from nasctl.search.supernet import SuperNet, binarized, gumbel_hard, gumbel_soft, masked, probabilities
 from nasctl.space.space import Arch, SearchSpace
-from nasctl.train.retrain import distributed, lr_factor, param_groups
+from nasctl.train.retrain import distributed, layout, lr_factor, param_groups
 
 METHODS = ("lightnas", "fbnet", "proxyless", "singlepath", "la-darts")  # gradient methods; `baselines` adds random and evolution
 ALL_METHODS = (*METHODS, "random", "evolution")
@@ -145,7 +145,7 @@ class Searcher:
     def __init__(self, space: SearchSpace, data: Data, constraints: list[Constraint], cfg: SearchConfig):
         self.rank, self.world, self.device = distributed()
         torch.manual_seed(cfg.seed)
-        net = self.new_net(space).to(self.device)
+        net = self.new_net(space).to(self.device, memory_format=layout(self.device))
         alpha = self.new_alpha(space, net).to(self.device).requires_grad_(True)
         for c in constraints:
             c.predictor.module.to(self.device)
@@ -224,12 +224,12 @@ class Searcher:
                     g["lr"] = cfg.w_lr * lr_factor(min(s.step, self.total_steps - 1), 0, self.total_steps)
                 for g in self.a_opt.param_groups:
                     g["lr"] = cfg.alpha_lr_at(s.epoch + (s.step % self.steps_per_epoch) / self.steps_per_epoch)
-                xw, yw = xw.to(self.device, non_blocking=True), yw.to(self.device, non_blocking=True)
+                xw, yw = xw.to(self.device, non_blocking=True, memory_format=layout(self.device)), yw.to(self.device, non_blocking=True)
                 if train_w:
                     sums[0] += self._w_step(xw, yw, tau, search_alpha)
                 row = {"epoch": s.epoch + 1, "step": s.step + 1, "tau": tau}
                 if search_alpha:
-                    xa, ya = xa.to(self.device, non_blocking=True), ya.to(self.device, non_blocking=True)
+                    xa, ya = xa.to(self.device, non_blocking=True, memory_format=layout(self.device)), ya.to(self.device, non_blocking=True)
                     row.update(self._alpha_step(xa, ya, tau, train_w))
                     sums[1:] += [row["val_loss"], row["val_acc"], 1]
                 s.rows.append(row)

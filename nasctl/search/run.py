@@ -38,6 +38,7 @@ SEARCH_FILES = ("arch.json", "search.csv", "search.png", "verify.parquet", "veri
 class Job:
     space: str = "proxyless"
     data: str = "digits"
+    train_limit: int | None = None
     predictors: tuple[str, ...] = ()
     target_ms: float | None = None
     target_mj: float | None = None
@@ -80,7 +81,7 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) ->
     if job.host and (device is None or device.transport == "local"):
         raise UserError("--host names the SSH board or adb phone of --verify; "
                         + ("give --verify" if device is None else f"{device.name} is this machine"))
-    data = load_data(job.data, job.resolution)
+    data = load_data(job.data, job.resolution, job.train_limit)
     base = load_space(job.space)
     macro = "cifar" if data.resolution <= 64 and "cifar" in base.macros else None
     space = base.with_params(resolution=data.resolution, num_classes=data.num_classes, width_mult=job.width_mult, macro=macro)

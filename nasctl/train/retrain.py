@@ -48,13 +48,14 @@ class Recipe:
     ema: float = 0.0  # EMA decay of the weights; 0 = off
     amp: bool = True  # used only on CUDA
     seed: int = 0
+    eval_every: int = 1  # epochs between top-1 evaluations (and always the last): a 10k test set costs a small epoch's time
 
     def __post_init__(self):
         for name, v in asdict(self).items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v < math.inf:
                 raise UserError(f"--{name.replace('_', '-')} must be a finite number >= 0, not {v}")
-        if self.epochs < 1 or self.batch < 2:
-            raise UserError("--epochs must be >= 1 and --batch >= 2")
+        if self.epochs < 1 or self.batch < 2 or self.eval_every < 1:
+            raise UserError("--epochs and --eval-every must be >= 1, and --batch >= 2")
 
 
 @dataclass
@@ -68,19 +69,21 @@ class Run:
     resume: bool
 
 
-def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str | None = None, macro: str | None = None) -> Run:
+def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str | None = None, macro: str | None = None,
+            train_limit: int | None = None, width_mult: float | None = None) -> Run:
     """Resolve the arch for the data (classes, resolution; the `cifar` macro for small images)
     and record the run in out/run.json (rank 0 only)."""
     from nasctl.data import load_data
     from nasctl.space.archfile import read_arch_ref
 
-    data = load_data(data_spec)
-    arch = read_arch_ref(arch_ref, space, resolution=data.resolution, num_classes=data.num_classes, macro=macro)
+    data = load_data(data_spec, train_limit=train_limit)
+    arch = read_arch_ref(arch_ref, space, resolution=data.resolution, num_classes=data.num_classes, macro=macro, width_mult=width_mult)
     if macro is None and data.resolution <= 64 and "cifar" in arch.space.macros:
         arch = arch.space.with_params(macro="cifar").parse(arch.string)  # small images: fewer stride-2 steps
     if rank() == 0:
         doc = {"arch": arch.string, "space": arch.space.source, "macro": arch.space.params.macro,
-               "data": data_spec, "recipe": asdict(recipe)}
+               "width_mult": arch.space.params.width_mult,
+               "data": data_spec, "train_limit": train_limit, "recipe": asdict(recipe)}
         atomic_write(out / "run.json", to_json(doc, indent=2).encode())
     return Run(arch, data, recipe, out, resume=False)
 
@@ -96,6 +99,9 @@ def resume_run(out: Path) -> Run:
         doc = json.loads((out / "run.json").read_text())
         spec, arch_text, space, macro = (str(doc[k]) for k in ("data", "arch", "space", "macro"))
         recipe = Recipe(**doc["recipe"])
+        limit, width = doc.get("train_limit"), float(doc.get("width_mult", 1.0))
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+            raise TypeError(f"train_limit {limit!r} is not a whole number")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{out / 'run.json'}: not a run record of nasctl retrain ({type(e).__name__}: {e})") from None
     try:  # read now, so a damaged checkpoint is said before the run starts (retrain reads it again)
@@ -105,8 +111,8 @@ def resume_run(out: Path) -> Run:
         raise UserError(f"{out / 'checkpoint.pt'}: cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     if missing:
         raise UserError(f"{out / 'checkpoint.pt'}: cannot resume from it (no {', '.join(sorted(missing))})")
-    data = load_data(spec)
-    arch = read_arch_ref(arch_text, space, resolution=data.resolution, num_classes=data.num_classes, macro=macro)
+    data = load_data(spec, train_limit=limit)
+    arch = read_arch_ref(arch_text, space, resolution=data.resolution, num_classes=data.num_classes, macro=macro, width_mult=width)
     return Run(arch, data, recipe, out, resume=True)
 
 
@@ -143,13 +149,19 @@ def distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device(f"cuda:{local}" if cuda else "cpu")
 
 
+def layout(device: torch.device) -> torch.memory_format:
+    """channels_last on the CPU, where oneDNN runs these nets' depthwise convs 1.5-2x faster in
+    training (measured on proxyless nets at 16-32 px); the default layout elsewhere."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 def _evaluate(model: nn.Module, data, device, batch: int) -> dict:
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     n = loss = top1 = top5 = 0.0
     with torch.no_grad():
         for x, y in DataLoader(data, batch_size=max(256, batch)):
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, memory_format=layout(device)), y.to(device)
             out = model(x)
             loss += float(loss_fn(out, y))
             k = min(5, out.shape[1])
@@ -184,7 +196,7 @@ def retrain(
     rank, world, device = distributed()
     ckpt_path = out / "checkpoint.pt"
     torch.manual_seed(recipe.seed)
-    model = build(arch, recipe.dropout).to(device)
+    model = build(arch, recipe.dropout).to(device, memory_format=layout(device))
     ddp = DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.SGD(param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
     sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=recipe.seed, drop_last=True)
@@ -224,7 +236,7 @@ def retrain(
         ddp.train()
         loss_sum = torch.zeros(2, device=device)
         for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True, memory_format=layout(device)), y.to(device, non_blocking=True)
             with torch.autocast(device.type, enabled=amp):
                 loss = loss_fn(ddp(x), y)
             opt.zero_grad(set_to_none=True)
@@ -238,8 +250,9 @@ def retrain(
         if world > 1:
             dist.all_reduce(loss_sum)
         evaluated = ema.module if ema is not None else model
+        scored = (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs
         row = {"epoch": epoch + 1, "train_loss": float(loss_sum[0] / loss_sum[1]),
-               **_evaluate(evaluated, data.val, device, recipe.batch),
+               **(_evaluate(evaluated, data.val, device, recipe.batch) if scored else dict.fromkeys(("val_loss", "top1", "top5"), math.nan)),
                "lr": opt.param_groups[0]["lr"], "time_s": time.perf_counter() - t0}
         rows.append(row)
         if not math.isfinite(row["train_loss"]):  # a diverged run never ends in a model.pt
@@ -264,5 +277,5 @@ def retrain(
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return {"output": str(out), "epochs": recipe.epochs, "resumed_from": start, "world_size": world,
+    return {"output": str(out), "data": data.name, "epochs": recipe.epochs, "resumed_from": start, "world_size": world,
             "device": str(device), **(rows[-1] if rows else {})}
