@@ -17,8 +17,11 @@ Device: this CPU (onnxruntime, 1 thread, 224x224, batch 1, `profiles/local-cpu.t
    --width-mult, the `cifar` macro at 28 px), top-1 on the 10k test set, which no search sees.
 
 Every step keeps its output under --workdir (runs/, not committed) and is skipped when it is
-there: a run can span sessions. Prints one JSON object and writes search_quality.png.
-Usage: python benchmarks/search_quality.py [--workdir runs/search-quality] [--jobs 2]
+there: a run can span sessions. Steps 1-5 end in WORKDIR/measured.json (targets, front, found
+nets, their latencies from the one verify session). Training needs no device, so it may run on
+another day or machine from that file alone (--measured): the latencies stay from one device and
+one hour. Prints one JSON object and writes search_quality.png.
+Usage: python benchmarks/search_quality.py [--workdir runs/search-quality] [--jobs 2] [--measured FILE]
 """
 
 from __future__ import annotations
@@ -101,13 +104,14 @@ def train_cell(a, arch: str) -> dict:
     done = out / "result.json"
     if done.exists():
         return json.loads(done.read_text())
+    t0 = time.perf_counter()
     p = run(["retrain", arch, "--data", "fashion-mnist", "--train-limit", a.train_limit, "--width-mult", a.width_mult,
              "--epochs", a.epochs, "--eval-every", a.epochs, "--lr", a.lr, "--batch", 64, "--seed", 0, "-o", out],
             a.workdir / "train" / f"{out.name}.log")
     if p.returncode != 0:
         sys.exit(f"retrain {arch} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
     s = json.loads(p.stdout)
-    res = {"arch": arch, "top1": s["top1"], "data": s["data"], "train_s": s["time_s"]}
+    res = {"arch": arch, "top1": s["top1"], "data": s["data"], "process_wall_s": time.perf_counter() - t0}
     done.write_text(json.dumps(res))
     return res
 
@@ -136,26 +140,8 @@ def plot(front: pd.DataFrame, found: pd.DataFrame, refs: pd.DataFrame, targets: 
     fig.savefig(path, dpi=120)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", type=Path, default=Path("runs/search-quality"))
-    ap.add_argument("--rows", type=int, default=540, help="archs measured for the predictor (>= 500 ok rows wanted)")
-    ap.add_argument("--front", type=int, default=24)
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--jobs", type=int, default=2, help="searches/trainings at a time, one thread each")
-    ap.add_argument("--search-limit", type=int, default=4000, help="training images a search sees (it splits them again)")
-    ap.add_argument("--search-epochs", type=int, default=5)
-    ap.add_argument("--candidates", type=int, default=5, help="random: archs trained within the weight-step budget")
-    ap.add_argument("--train-limit", type=int, default=5000)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--width-mult", type=float, default=0.25, help="supernet and trained-net width (latency is measured at 1.0)")
-    a = ap.parse_args()
-    w = a.workdir
-    for d in ("search", "train"):
-        (w / d).mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-
+def measure_phase(a, w: Path) -> dict:
+    """Steps 1-5, all on this device: rows, predictor, targets, front, searches, one verify."""
     if not (w / "archs.parquet").exists():
         nasctl("sample", "--space", "proxyless", "--n", a.rows, "--seed", 0, "--stratify", "macs", "-o", w / "archs.parquet")
     rows = measure(pd.read_parquet(w / "archs.parquet"), w / "latency.parquet")
@@ -177,6 +163,41 @@ def main():
     missing = set(together.arch) - set(verify.index)
     if missing:
         sys.exit(f"{len(missing)} nets stayed disturbed or failed in verify: rerun later ({w / 'verify.parquet'})")
+    return {"device": f"{rows.cpu_model.iloc[0]}, onnxruntime {rows.runtime_version.iloc[0]}, 1 thread, 224x224, batch 1",
+            "rows": len(rows), "fit": {"chosen": fit["chosen"], "test": fit["test"]["default"]}, "targets_ms": targets,
+            "front": front[["arch"]].to_dict("records"), "found": found.to_dict("records"), "verify_ms": verify.to_dict(),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "search": {"data": f"fashion-mnist (train-limit {a.search_limit}), split in w/α halves", "epochs": a.search_epochs,
+                       "width_mult": a.width_mult, "jobs": a.jobs, "verify": "separately, all nets in one quiet session"}}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=Path("runs/search-quality"))
+    ap.add_argument("--rows", type=int, default=540, help="archs measured for the predictor (>= 500 ok rows wanted)")
+    ap.add_argument("--front", type=int, default=24)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=2, help="searches/trainings at a time, one thread each")
+    ap.add_argument("--search-limit", type=int, default=4000, help="training images a search sees (it splits them again)")
+    ap.add_argument("--search-epochs", type=int, default=5)
+    ap.add_argument("--candidates", type=int, default=5, help="random: archs trained within the weight-step budget")
+    ap.add_argument("--train-limit", type=int, default=5000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--width-mult", type=float, default=0.25, help="supernet and trained-net width (latency is measured at 1.0)")
+    ap.add_argument("--measured", type=Path, help="the device part of a run (default WORKDIR/measured.json): given, only training is left")
+    a = ap.parse_args()
+    w = a.workdir
+    for sub in ("search", "train"):
+        (w / sub).mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    record = a.measured or w / "measured.json"
+    if not record.exists():  # the device's part; the rest is device-free and may run on another day
+        record.write_text(json.dumps(measure_phase(a, w), indent=1))
+    d = json.loads(record.read_text())
+    targets, fit, verify = d["targets_ms"], d["fit"], pd.Series(d["verify_ms"])
+    front, found = pd.DataFrame(d["front"]), pd.DataFrame(d["found"])
 
     nets = list(dict.fromkeys([*REFERENCES.values(), *front.arch, *found.arch]))
     with ThreadPoolExecutor(a.jobs) as pool:
@@ -194,7 +215,7 @@ def main():
         table.append({"target_ms": t, "method": m, "latency_ms": round(g.latency_ms.mean(), 3), "gap_mean": round(g.gap.mean(), 4),
                       "gap_max_abs": round(g.gap.abs().max(), 4), "top1_mean": round(g.top1.mean(), 4), "top1_std": round(g.top1.std(), 4),
                       "seeds": len(g), "distinct_nets": g.arch.nunique(), "search_wall_s": round(g.search_wall_s.mean(), 1),
-                      "device_measurements": f"{len(rows)} shared rows + 1 verify per net",
+                      "device_measurements": f"{d['rows']} shared rows + 1 verify per net",
                       "front_peers_within_5pct": [int(len(p)) for p in peers],
                       "over_best_front_peer": [None if b is None else round(b, 4) for b in beat]})
     table = pd.DataFrame(table)
@@ -206,13 +227,10 @@ def main():
                            "lightnas_above_every_front_peer": bool(beat) and all(b > 0 for b in beat)}
     plot(front, found, refs, targets, w / "search_quality.png")
     print(json.dumps({
-        "device": f"{rows.cpu_model.iloc[0]}, onnxruntime {rows.runtime_version.iloc[0]}, 1 thread, 224x224, batch 1",
-        "rows": len(rows), "predictor": {"chosen": fit["chosen"], "test": fit["test"]["default"]},
+        "device": d["device"], "measured_at": d["measured_at"], "rows": d["rows"], "predictor": fit,
         "targets_ms": targets, "recipe": {"data": top1[nets[0]]["data"], "epochs": a.epochs, "lr": a.lr, "batch": 64,
                                           "width_mult": a.width_mult, "macro": "cifar", "resolution": 28, "eval": "the 10k test set"},
-        "search": {"data": f"fashion-mnist (train-limit {a.search_limit}), split in w/α halves", "epochs": a.search_epochs,
-                   "width_mult": a.width_mult, "verify": "separately, all nets in one quiet session"},
-        "front": front[["latency_ms", "top1"]].round(4).to_dict("records"), "references": refs.round(4).to_dict("records"),
+        "search": d["search"], "front": front[["latency_ms", "top1"]].round(4).to_dict("records"), "references": refs.round(4).to_dict("records"),
         "table": table.to_dict("records"), "goal": goal, "wall_s_this_run": round(time.perf_counter() - t_start, 1),
         "png": str(w / "search_quality.png")}, indent=2, default=str))
 
