@@ -58,7 +58,7 @@ def test_torchrun_ddp_with_two_gloo_processes(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(
-        ["torchrun", "--nproc-per-node", "2", "--master-port", "29531", "-m", "nasctl", "retrain", ARCH, *FAST,
+        ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "nasctl", "retrain", ARCH, *FAST,
          "--epochs", "2", "-o", str(out), "--json", "-q"],
         capture_output=True, text=True, env=env, timeout=600,
     )

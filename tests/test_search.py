@@ -236,7 +236,7 @@ def test_torchrun_search_with_two_gloo_processes_stays_one_search(tmp_path, args
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(
-        ["torchrun", "--nproc-per-node", "2", "--master-port", "29533", "-m", "nasctl", "search",
+        ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "nasctl", "search",
          *args, "--epochs", "3", "-o", str(out), "--json"],
         capture_output=True, text=True, env=env, timeout=600,
     )
