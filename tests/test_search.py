@@ -137,7 +137,9 @@ def test_lightnas_search_writes_its_files_and_verifies_on_the_device(tmp_path, p
                "--tolerance", "0.5", "--no-calibrate", "-o", out, "--json")
     doc = json.loads((out / "arch.json").read_text())
     (v,) = doc["verify"]
-    assert p.returncode == (0 if v["met"] else 1), p.stderr[-2000:]
+    gap = v["measured"]["latency_ms"] / target - 1  # from the measurement itself, not the run's own verdict
+    assert v["gap"]["latency_ms"] == pytest.approx(gap) and v["met"] == (abs(gap) <= 0.5)
+    assert p.returncode == (0 if abs(gap) <= 0.5 else 1), p.stderr[-2000:]
     s = json.loads(p.stdout)
     assert doc["arch"] == s["arch"] and doc["method"] == "lightnas" and doc["params"]["resolution"] == 32
     t = doc["targets"][0]
