@@ -163,10 +163,13 @@ def measure_phase(a, w: Path) -> dict:
     missing = set(together.arch) - set(verify.index)
     if missing:
         sys.exit(f"{len(missing)} nets stayed disturbed or failed in verify: rerun later ({w / 'verify.parquet'})")
+    # the front was measured in step 1 too: its re-measurement shows how far the device moved since
+    again = verify[front.arch].to_numpy() / front.latency_ms.to_numpy()
     return {"device": f"{rows.cpu_model.iloc[0]}, onnxruntime {rows.runtime_version.iloc[0]}, 1 thread, 224x224, batch 1",
             "rows": len(rows), "fit": {"chosen": fit["chosen"], "test": fit["test"]["default"]}, "targets_ms": targets,
             "front": front[["arch"]].to_dict("records"), "found": found.to_dict("records"), "verify_ms": verify.to_dict(),
-            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows_measured_at": f"{rows.started_at.min()} to {rows.finished_at.max()}",
+            "front_verify_over_rows": {"median": round(float(np.median(again)), 4), "min": round(float(again.min()), 4), "max": round(float(again.max()), 4)},
             "search": {"data": f"fashion-mnist (train-limit {a.search_limit}), split in w/α halves", "epochs": a.search_epochs,
                        "width_mult": a.width_mult, "jobs": a.jobs, "verify": "separately, all nets in one quiet session"}}
 
@@ -230,6 +233,7 @@ def main():
     plot(front, found, refs, targets, w / "search_quality.png")
     print(json.dumps({
         "device": d["device"], "measured_at": d["measured_at"], "rows": d["rows"], "predictor": fit,
+        "front_verify_over_rows": d.get("front_verify_over_rows"),
         "targets_ms": targets, "recipe": {"data": top1[nets[0]]["data"], "epochs": a.epochs, "lr": a.lr, "batch": 64,
                                           "width_mult": a.width_mult, "macro": "cifar", "resolution": 28, "eval": "the 10k test set"},
         "search": d["search"], "front": front[["latency_ms", "top1"]].round(4).to_dict("records"), "references": refs.round(4).to_dict("records"),
