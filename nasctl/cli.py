@@ -121,6 +121,63 @@ def sample(
 
 
 @app.command()
+def info(
+    arch: Annotated[Optional[str], typer.Argument(help="An arch string, an arch.json (or its folder), or zoo:NAME. "
+                                                  "Without it: the zoo of published nets.")] = None,
+    space: Annotated[Optional[str], typer.Option(help="Space of an arch string (default proxyless), or another space "
+                                                 "for a zoo net or arch.json.")] = None,
+    resolution: Resolution = None,
+    width_mult: WidthMult = None,
+    num_classes: NumClasses = None,
+    macro: Macro = None,
+    as_json: JsonOpt = False,
+):
+    """Params, MACs, per-layer costs and the canonical string of an arch; or the zoo's nets."""
+    from nasctl.models import arch_info
+    from nasctl.space.archfile import read_arch_ref
+    from nasctl.space.zoo import PREFIX, is_zoo, zoo_entry, zoo_names
+
+    params = dict(resolution=resolution, width_mult=width_mult, num_classes=num_classes, macro=macro)
+    if arch is None:
+        nets = []
+        for name in zoo_names():
+            d = arch_info(read_arch_ref(PREFIX + name, space, **params))
+            nets.append({"name": PREFIX + name, "space": d["space"], "params": d["params"], "macs": d["macs"],
+                         "published": zoo_entry(name)["published"]})
+        t = Table("zoo net", "params", "MACs", "published params", "published MACs")
+        for n in nets:
+            p = n["published"]
+            rounded = " (rounded)" if p.get("rounded") else ""
+            t.add_row(n["name"], f"{n['params']:,}", f"{n['macs']:,}", f"{p['params']:,}{rounded}",
+                      f"{p['macs']:,}{rounded}" if "macs" in p else "-")
+        if as_json:
+            _emit(True, {"zoo": nets}, "")
+        else:
+            Console().print(t)
+        return
+    d = arch_info(read_arch_ref(arch, space, **params))
+    if is_zoo(arch):
+        entry = zoo_entry(arch)
+        d.update(zoo=arch, paper=entry["paper"], published=entry["published"])
+    if as_json:
+        _emit(True, d, "")
+        return
+    t = Table("layer", "op", "MACs", "params")
+    t.add_row("fixed", "stem, fixed blocks, head", f"{d['fixed']['macs']:,}", f"{d['fixed']['params']:,}")
+    for l in d["layers"]:
+        if l["macs"] or l["params"]:
+            t.add_row(str(l["layer"]), l["op"], f"{l['macs']:,}", f"{l['params']:,}")
+    out = Console()
+    out.print(t)
+    p = d["space_params"]
+    out.print(f"{d['arch']}\n{d['space']} ({p['macro']}, {p['resolution']}x{p['resolution']}, width {p['width_mult']:g}, "
+              f"{p['num_classes']} classes): {d['params']:,} params, {d['macs']:,} MACs")
+    if "published" in d:
+        pub = d["published"]
+        out.print(f"published: {pub['params']:,} params" + (f", {pub['macs']:,} MACs" if "macs" in pub else "") + f" ({pub['source']})")
+
+
+@app.command()
 def profile(
     device: Annotated[str, typer.Option(help="Device profile name (see profiles/) or a .toml file.")],
     archs: Annotated[Optional[Path], typer.Option(help="Arch file from `nasctl sample` (or any table with an 'arch' column).")] = None,

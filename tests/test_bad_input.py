@@ -49,6 +49,8 @@ BASE = {
     "export": ["export", "run", "-o", "out/m.onnx", "--format", "onnx", "--opset", "17", "--batch", "1"],
     "report": ["report", ".", "-o", "out/report.html"],
     "devices": ["devices", "--timeout", "5"],
+    "info": ["info", TINY_ARCH, "--space", "tiny.toml", "--resolution", "32", "--width-mult", "1.0", "--num-classes", "10",
+             "--macro", "cifar"],
 }
 ALT = {
     ("profile", "arch"): ["profile", "--device", "fast-cpu.toml", "--arch", TINY_ARCH, "--space", "tiny.toml", "-o", "out/rows.parquet"],
@@ -184,7 +186,7 @@ def test_each_base_invocation_works(ws, tmp_path):
     """The bases are valid: the fuzz cases fail only by their hostile value."""
     d = tmp_path / "ws"
     shutil.copytree(ws, d)
-    for name in ("sample", "predict", "export", "report", "retrain"):
+    for name in ("sample", "predict", "export", "report", "retrain", "info"):
         with _cwd(d):
             code, _, errtext = _run(BASE[name])
         assert code == 0, (name, errtext[-1000:])

@@ -13,9 +13,9 @@ from nasctl.models import arch_cost, build, count
 from nasctl.space import load_space
 from nasctl.space.cells import EDGES, NONE
 from nasctl.space.sample import sample
+from nasctl.space.zoo import zoo_entry
 
-DARTS_V2 = ("sep3:0+sep3:1-sep3:0+sep3:1-skip:0+sep3:1-sep3:0+skip:1,"  # DARTS (2nd order)'s published cells
-            "max3:0+max3:1-max3:1+skip:2-max3:0+skip:2-max3:1+skip:2")
+DARTS_V2 = zoo_entry("darts-v2")["arch"]  # DARTS (2nd order)'s published cells; test_zoo checks its 3,349,342 params
 
 
 def test_darts_space_has_the_papers_shape():
@@ -31,7 +31,8 @@ def test_genotype_strings_round_trip_and_bad_ones_say_why():
     a = sp.parse(DARTS_V2)
     assert a.string == DARTS_V2 and sp.from_indices(a.indices).ops == a.ops
     assert sum(o != NONE for o in a.ops) == 16  # 2 inputs x 4 nodes x 2 cells
-    as_published = "sep3:0+sep3:1-sep3:0+sep3:1-sep3:1+skip:0-sep3:0+skip:1,max3:0+max3:1-skip:2+max3:1-max3:0+skip:2-skip:2+max3:1"
+    # genotypes.py's pair order: normal (sep3,0) (sep3,1) | (sep3,0) (sep3,1) | (sep3,1) (skip,0) | (skip,0) (dil3,2)
+    as_published = "sep3:0+sep3:1-sep3:0+sep3:1-sep3:1+skip:0-skip:0+dil3:2,max3:0+max3:1-skip:2+max3:1-max3:0+skip:2-skip:2+max3:1"
     assert sp.parse(as_published).string == DARTS_V2  # inputs in any order; the string puts them in order
     for bad, msg in [("sep3:0+sep3:1", "joined by ','"), (DARTS_V2.replace("sep3:0+sep3:1-", "sep3:0-", 1), "keeps 2 inputs"),
                      (DARTS_V2.replace("sep3:0+sep3:1", "sep3:0+sep3:0", 1), "distinct one of 0-1"),

@@ -136,3 +136,43 @@ def test_bad_space_files(tmp_path, body, msg):
 def test_unknown_space():
     with pytest.raises(UserError, match="unknown space 'nope'"):
         load_space("nope")
+
+
+def test_a_macro_brings_its_resolution_and_classes_unless_they_are_given():
+    """Rows must never be labelled imagenet at 32 px: the macro's own input comes with it."""
+    assert load_space("fbnet", macro="imagenet").params.__dict__ == {"macro": "imagenet", "resolution": 224, "width_mult": 1.0, "num_classes": 1000}
+    assert (load_space("proxyless", macro="cifar").params.resolution, load_space("proxyless", macro="cifar").params.num_classes) == (32, 10)
+    assert load_space("proxyless", macro="cifar", resolution=28).params.resolution == 28  # given wins
+    assert load_space("darts", macro="eval").params.num_classes == 10
+
+
+def test_a_macro_without_its_own_input_needs_it_given(tmp_path):
+    f = tmp_path / "two.toml"
+    macro = "stem = { channels = 8, stride = 2 }\nstages = [{ channels = 16, layers = 2, stride = 2 }]\nhead = { channels = 32 }\n"
+    f.write_text(f'name = "two"\nops = ["k3_e3", "skip"]\n[params]\nmacro = "a"\nresolution = 64\n[macro.a]\n{macro}[macro.b]\n{macro}')
+    assert load_space(f).params.resolution == 64
+    with pytest.raises(UserError, match="macro 'b' declares no resolution; give --resolution with --macro"):
+        load_space(f, macro="b")
+    assert load_space(f, macro="b", resolution=64, num_classes=3).params.macro == "b"
+
+
+def test_extends_merges_tables_so_a_variant_keeps_the_base_macros(tmp_path):
+    f = tmp_path / "wide.toml"
+    f.write_text('extends = "proxyless"\nname = "wide"\n[macro.imagenet]\nresolution = 224\nnum_classes = 1000\n'
+                 'stem = { channels = 48, stride = 2 }\nstages = [{ channels = 64, layers = 2, stride = 2 }]\nhead = { channels = 1280 }\n')
+    wide = load_space(f)
+    assert set(wide.macros) == {"imagenet", "cifar"} and wide.num_layers == 2 and wide.stem_channels == 48
+    assert wide.macros["cifar"] == load_space("proxyless").macros["cifar"]  # kept, not dropped
+    assert wide.ops == load_space("proxyless").ops  # and so are the base's top-level keys
+
+
+def test_spaces_with_other_macros_are_not_equal_and_get_their_own_cost_table(tmp_path):
+    from dataclasses import replace
+
+    from nasctl.models import arch_cost
+
+    base = load_space("proxyless")
+    wider = replace(base, macros={**base.macros, "imagenet": {**base.macros["imagenet"], "head": {"channels": 1536}}})
+    assert base != wider and base == load_space("proxyless")
+    a = "-".join(["k3_e6"] * 21)
+    assert arch_cost(wider.parse(a))[1] - arch_cost(base.parse(a))[1] == (1536 - 1280) * (320 + 2 + 1000)  # 1x1 conv, BN, fc weights

@@ -1,6 +1,6 @@
 """Builders: architecture strings to torch modules, and their exact costs."""
 
 from nasctl.models.builder import build, count, input_shape, make_block
-from nasctl.models.cost import arch_cost, cost_table
+from nasctl.models.cost import arch_cost, arch_info, cost_table
 
-__all__ = ["arch_cost", "build", "cost_table", "count", "input_shape", "make_block"]
+__all__ = ["arch_cost", "arch_info", "build", "cost_table", "count", "input_shape", "make_block"]

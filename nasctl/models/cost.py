@@ -95,6 +95,18 @@ def _count_table(space: SearchSpace | CellSpace) -> CostTable:
     return CostTable(int(total_macs - macs[rows].sum()), int(total_params - params[rows].sum()), macs, params)
 
 
+def arch_info(arch: Arch) -> dict:
+    """What `nasctl info` shows: the totals, the fixed part (stem, fixed blocks, head,
+    classifier) and each searchable layer's op with its exact cost, all from the one table."""
+    t = cost_table(arch.space)
+    macs, params = arch_cost(arch)
+    layers = [{"layer": i, "op": op, "macs": int(t.macs[i, k]), "params": int(t.params[i, k])}
+              for i, (op, k) in enumerate(zip(arch.ops, arch.indices))]
+    return {"arch": arch.string, "arch_id": arch.id, "space": arch.space.source or arch.space.name,
+            "space_params": arch.space.params.__dict__, "macs": macs, "params": params,
+            "fixed": {"macs": t.fixed_macs, "params": t.fixed_params}, "layers": layers}
+
+
 def arch_cost(arch: Arch) -> tuple[int, int]:
     """(MACs, params) of one arch."""
     m, p = cost_table(arch.space).of(arch.indices)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from nasctl.errors import UserError
 from nasctl.space.space import Arch, SearchSpace, load_space
+from nasctl.space.zoo import is_zoo, zoo_entry
 from nasctl.tables import read_table
 from nasctl.validate import shown
 
@@ -89,11 +90,14 @@ def arch_file(ref: str | Path) -> Path | None:
 
 
 def read_arch_ref(ref: str, space: str | None = None, **params) -> Arch:
-    """An arch from an `arch.json` (search or retrain output, or its folder) or a plain string.
+    """An arch from an `arch.json` (search or retrain output, or its folder), a published net
+    (`zoo:NAME`) or a plain string.
 
-    A string needs `space` (default proxyless); the json carries its space and params. Params
+    A string needs `space` (default proxyless); the json and the zoo carry their space and params. Params
     given here (e.g. the data's resolution and classes) override the stored ones.
     """
+    if is_zoo(ref):  # a published net: its arch on its own space variant (or on `space`)
+        return load_space(space or ref, **params).parse(zoo_entry(ref)["arch"])
     path = arch_file(ref)
     if path is not None:
         try:
@@ -106,5 +110,5 @@ def read_arch_ref(ref: str, space: str | None = None, **params) -> Arch:
         sp = load_space(space or stored_space, **{**stored, **{k: v for k, v in params.items() if v is not None}})
         return sp.parse(text)
     if "-" not in str(ref):
-        raise UserError(f"{shown(ref)} is neither an arch.json, a folder holding one, nor an arch string")
+        raise UserError(f"{shown(ref)} is neither an arch.json, a folder holding one, a zoo:NAME, nor an arch string")
     return load_space(space or "proxyless", **params).parse(ref)

@@ -42,7 +42,7 @@ class CellSpace:
     name: str
     description: str
     ops: tuple[str, ...]
-    macros: dict = field(hash=False, compare=False)
+    macros: dict = field(hash=False)  # compared: cost tables are cached per equal space
     params: object = None  # space.Params
     source: str = ""
 
@@ -98,15 +98,15 @@ class CellSpace:
 
     @functools.cached_property
     def definition_hash(self) -> str:
-        from nasctl.space.space import _hash
+        from nasctl.space.space import _hash, macro_shape
 
-        return _hash({"structure": self.structure_hash, "macro": self.macro, "params": self.params.__dict__})
+        return _hash({"structure": self.structure_hash, "macro": macro_shape(self.macro), "params": self.params.__dict__})
 
     def with_params(self, **overrides) -> CellSpace:
-        from nasctl.space.schema import overrides as checked
+        from nasctl.space.space import new_params
 
-        kw = {k: v for k, v in overrides.items() if v is not None}
-        return validated(replace(self, params=replace(self.params, **checked(kw, f"space {self.source or self.name}")))) if kw else self
+        params = new_params(self, overrides)
+        return self if params is None else validated(replace(self, params=params))
 
     # ---- genotypes ---------------------------------------------------------------------
     def to_string(self, ops: tuple[str, ...]) -> str:

@@ -43,14 +43,21 @@ class Head(_Strict):
     channels: Channels
 
 
-class LayerMacro(_Strict):
+class _Macro(_Strict):
+    """A macro may carry the input it is made for; `--macro` then brings it along."""
+
+    resolution: Annotated[int, Field(ge=8, le=4096)] | None = None
+    num_classes: Annotated[int, Field(ge=1, le=100_000)] | None = None
+
+
+class LayerMacro(_Macro):
     stem: Stem
     fixed: list[Fixed] = []
     stages: Annotated[list[Stage], Field(min_length=1)]
     head: Head
 
 
-class CellMacro(_Strict):
+class CellMacro(_Macro):
     cells: Annotated[int, Field(ge=3, le=1_000)]
     channels: Channels
     stem_multiplier: Annotated[int, Field(ge=1, le=64)] = 3

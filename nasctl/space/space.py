@@ -25,6 +25,7 @@ from nasctl.errors import UserError
 from nasctl.validate import shown
 from nasctl.space import cells, schema
 from nasctl.space.cells import CellSpace
+from nasctl.space.zoo import is_zoo, zoo_entry
 
 SKIP = "skip"
 _OP_RE = re.compile(r"^k(?P<k>[1-9]\d*)_e(?P<e>[1-9]\d*)(?:_g(?P<g>[1-9]\d*))?(?:_se(?P<se>[1-9]\d?|100))?$")
@@ -109,7 +110,7 @@ class SearchSpace:
     skip_on_reshape: str
     activation: str
     expand_e1: bool
-    macros: dict = field(hash=False, compare=False)
+    macros: dict = field(hash=False)  # compared: cost tables are cached per equal space
     params: Params = None
     source: str = ""
 
@@ -189,7 +190,7 @@ class SearchSpace:
         """Hash of everything that changes the built network: the structure, macro and params."""
         doc = {
             "structure": self.structure_hash,
-            "macro": self._macro,
+            "macro": macro_shape(self._macro),
             "skip_on_reshape": self.skip_on_reshape,
             "activation": self.activation,
             "expand_e1": self.expand_e1,
@@ -199,10 +200,8 @@ class SearchSpace:
 
     def with_params(self, **overrides) -> SearchSpace:
         """The same space with some params changed (None values are ignored)."""
-        kw = {k: v for k, v in overrides.items() if v is not None}
-        if not kw:
-            return self
-        return _validated(replace(self, params=replace(self.params, **schema.overrides(kw, f"space {self.source or self.name}"))))
+        params = new_params(self, overrides)
+        return self if params is None else _validated(replace(self, params=params))
 
     # ---- architectures -----------------------------------------------------------------
     def parse(self, text: str) -> Arch:
@@ -278,6 +277,38 @@ class Arch:
         return self.string
 
 
+MACRO_PARAMS = ("resolution", "num_classes")
+
+
+def macro_shape(macro: dict) -> dict:
+    """A macro table less its param defaults: those are hashed with the params, so adding a
+    default to a macro does not move the definition hash of rows measured before."""
+    return {k: v for k, v in macro.items() if k not in MACRO_PARAMS}
+
+
+def new_params(space, overrides: dict) -> Params | None:
+    """The space's params with `overrides` (None values ignored); None when nothing changes.
+
+    A macro carries its own input: switching to one takes its resolution and class count
+    unless they are given too, so rows are never labelled imagenet at 32 px. A macro that
+    declares none needs them given."""
+    where = f"space {space.source or space.name}"
+    kw = {k: v for k, v in overrides.items() if v is not None}
+    if not kw:
+        return None
+    kw = schema.overrides(kw, where)
+    if kw.get("macro", space.params.macro) != space.params.macro:
+        macro = space.macros.get(kw["macro"])
+        if macro is None:
+            raise UserError(f"{where}: unknown macro {kw['macro']!r} (has: {', '.join(space.macros)})")
+        for key in MACRO_PARAMS:
+            if key not in kw:
+                if key not in macro:
+                    raise UserError(f"{where}: macro {kw['macro']!r} declares no {key}; give --{key.replace('_', '-')} with --macro")
+                kw[key] = macro[key]
+    return replace(space.params, **kw)
+
+
 def _hash(doc) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -290,10 +321,14 @@ def builtin_spaces() -> list[str]:
 
 
 def load_space(name_or_path: str | Path, **params) -> SearchSpace | CellSpace:
-    """A built-in space by name, or a user space from a TOML file; params override defaults.
+    """A built-in space by name, a user space from a TOML file, or a zoo net's (`zoo:NAME`);
+    params override defaults.
     A file with ``kind = "cells"`` is a DARTS-style cell space (see `cells`)."""
     ref = str(name_or_path)
-    if ref in builtin_spaces():
+    doc = None
+    if is_zoo(ref):  # a published net's space variant
+        doc, source = zoo_entry(ref)["space"], ref
+    elif ref in builtin_spaces():
         text, source = (BUILTIN / f"{ref}.toml").read_text(), ref
     elif ref.endswith(".toml") or _is_file(ref):
         try:
@@ -302,18 +337,27 @@ def load_space(name_or_path: str | Path, **params) -> SearchSpace | CellSpace:
             raise UserError(f"cannot read space file {shown(ref)}: {getattr(e, 'strerror', None) or 'not a text file'}") from None
     else:
         raise UserError(
-            f"unknown space {shown(ref)} (built-in: {', '.join(builtin_spaces())}; or a .toml file)"
+            f"unknown space {shown(ref)} (built-in: {', '.join(builtin_spaces())}; a zoo:NAME; or a .toml file)"
         )
     try:
-        doc = tomllib.loads(text)
+        doc = doc or tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"space file {ref}: {e}") from None
     if "extends" in doc:  # a variant names a built-in space and gives only the keys it changes
         base = doc.pop("extends")
         if base not in builtin_spaces():
             raise UserError(f"space {source}: extends {base!r}, which is not a built-in space ({', '.join(builtin_spaces())})")
-        doc = {**tomllib.loads((BUILTIN / f"{base}.toml").read_text()), **doc}
+        doc = deep_merge(tomllib.loads((BUILTIN / f"{base}.toml").read_text()), doc)
     return _from_doc(doc, source).with_params(**params)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, table by table: a variant that replaces [macro.imagenet] keeps
+    the base's other macros. Lists and values are replaced whole."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _is_file(ref: str) -> bool:
@@ -348,13 +392,15 @@ def _from_doc(doc: dict, source: str) -> SearchSpace | CellSpace:
 
 
 def _params(doc: dict, resolution: int, num_classes: int) -> Params:
-    """A space file's [params], with the kind's defaults for what it leaves out."""
+    """A space file's [params]; what it leaves out comes from its macro's table, then the kind."""
     p = doc["params"]
+    macro = str(p.get("macro", next(iter(doc["macro"]))))
+    own = doc["macro"].get(macro, {})
     return Params(
-        macro=str(p.get("macro", next(iter(doc["macro"])))),
-        resolution=int(p.get("resolution", resolution)),
+        macro=macro,
+        resolution=int(p.get("resolution", own.get("resolution", resolution))),
         width_mult=float(p.get("width_mult", 1.0)),
-        num_classes=int(p.get("num_classes", num_classes)),
+        num_classes=int(p.get("num_classes", own.get("num_classes", num_classes))),
     )
 
 

@@ -79,7 +79,7 @@ def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str
     data = load_data(data_spec, train_limit=train_limit)
     arch = read_arch_ref(arch_ref, space, resolution=data.resolution, num_classes=data.num_classes, macro=macro, width_mult=width_mult)
     if macro is None and data.resolution <= 64 and "cifar" in arch.space.macros:
-        arch = arch.space.with_params(macro="cifar").parse(arch.string)  # small images: fewer stride-2 steps
+        arch = arch.space.with_params(macro="cifar", resolution=data.resolution, num_classes=data.num_classes).parse(arch.string)  # small images: fewer stride-2 steps
     if rank() == 0:
         doc = {"arch": arch.string, "space": arch.space.source, "macro": arch.space.params.macro,
                "width_mult": arch.space.params.width_mult,
