@@ -5,9 +5,11 @@ Self-contained on purpose: Python 3 standard library plus the runtime being time
 with onnxruntime), because it is copied as one file to boards that have no torch and no nasctl.
 The host runs the same file for `--device local`, so local and remote rows share one protocol.
 
-    agent.py facts [--sysfs-root DIR]                 one JSON object of device facts
+    agent.py facts [--runtime R] [--sysfs-root DIR]   one JSON object of device facts
     agent.py serve --config JSON [--sysfs-root DIR]   read {"key", "model"} lines on stdin,
                                                       answer one JSON row per line on stdout
+    agent.py build-engine --onnx F --engine F --shape NxCxHxW [--precision P]
+                                                      a TensorRT engine by trtexec; one JSON line
 """
 
 from __future__ import annotations
@@ -613,7 +615,7 @@ def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, .
     load0 = loadavg_1m(root)
     energy = {"energy_mj": None, "power_w_mean": None, "energy_source": meter.name if meter else "none",
               "energy_note": energy_note}
-    for retries in range(int(p["interference_retries"]) + 1):
+    for retries in range(int(p["interference_retries"]) + 1):  # noqa: B007 - the count is reported
         cpu0, own0 = cpu_jiffies(root), own_jiffies(root, exclude)
         with meter or contextlib.nullcontext():
             times, spent = prepared.time(p)

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from clirun import nasctl
-
 from nasctl.models.cost import arch_cost
 from nasctl.space.space import load_space
 

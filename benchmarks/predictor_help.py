@@ -56,7 +56,10 @@ def main():
         out[col] = {k: dict(zip(FIGS, np.mean(v, 0).round(5).tolist())) for k, v in per.items()}
         out[col]["chosen"] = chosen
         out[col]["default_tau_ge_lut"] = out[col]["default"]["kendall_tau"] >= out[col]["lut_ls"]["kendall_tau"]
-    mean = lambda model, fig: float(np.mean([out[c][model][fig] for c in NON_ADDITIVE]))
+
+    def mean(model, fig):
+        return float(np.mean([out[c][model][fig] for c in NON_ADDITIVE]))
+
     summary = {
         "non_additive_mean": {m: {f: round(mean(m, f), 5) for f in FIGS} for m in per},
         "default_tau_ge_lut_every_column": all(out[c]["default_tau_ge_lut"] for c in COLUMNS),

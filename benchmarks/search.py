@@ -96,7 +96,7 @@ def main():
     # 2. FBNet λ sweep on the middle target
     t = targets[1]
     lo, hi, sweep = math.log(0.01), math.log(10.0), []
-    for i in range(6):
+    for _ in range(6):
         lam = round(math.exp((lo + hi) / 2), 4)
         s = nasctl("search", "--method", "fbnet", "--lambda", lam, "--predictor", pred, "--target-ms", t, *COMMON,
                    "--epochs", a.fbnet_epochs, "--warmup-epochs", 1, "-o", w / f"fbnet-{lam}")

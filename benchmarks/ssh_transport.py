@@ -24,10 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from devicehost import DeviceHost, unavailable  # noqa: E402
-
 from clirun import nasctl  # noqa: E402
-
+from devicehost import DeviceHost, unavailable  # noqa: E402
 from nasctl.profile import Store, load_device, profile_archs  # noqa: E402
 from nasctl.space.archfile import read_archs  # noqa: E402
 

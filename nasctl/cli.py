@@ -25,8 +25,8 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 try:  # recent typer vendors click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -288,8 +288,8 @@ def fit_predictor_cmd(
 ):
     """Learn a metric from measured rows; report it beside the additive lookup table (LUT)."""
     from nasctl.predict import FitConfig, fit_predictor, load_rows
-    from nasctl.tables import atomic_write
     from nasctl.predict.report import scatter_png
+    from nasctl.tables import atomic_write
 
     input_path(rows, "ROWS")
     require_suffix(output, (".pt",), "the predictor file")

@@ -140,7 +140,7 @@ class DeviceHost:
                 return
             except OSError:
                 if self._proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"sshd did not start: {(self.dir / 'sshd.log').read_text()[-500:]}")
+                    raise RuntimeError(f"sshd did not start: {(self.dir / 'sshd.log').read_text()[-500:]}") from None
                 time.sleep(0.1)
 
     # -- what tests use -------------------------------------------------------------------------

@@ -309,8 +309,7 @@ def _toml(doc: dict) -> str:
 
 def test_generated_space_files_are_built_or_refused_in_one_line(tmp_path):
     """Hypothesis writes space files near the valid ones; each is sampled and built, or refused."""
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
+    from hypothesis import HealthCheck, given, settings, strategies as st
 
     good = st.sampled_from([8, 16, 24, 32, 48])
     bad = st.one_of(good, st.integers(-3, 70), st.sampled_from([0.5, 2.0, float("inf"), float("nan"), "8"]))
@@ -344,10 +343,10 @@ def test_generated_space_files_are_built_or_refused_in_one_line(tmp_path):
         if code == 2:
             assert len(errtext.strip().splitlines()) == 1 and not out.exists(), errtext
         else:
+            import torch
+
             from nasctl.models import build
             from nasctl.space import load_space
-
-            import torch
 
             sp = load_space(f)
             net = build(sp.parse(sp.to_string(tuple(next(o for o in layer.ops) for layer in sp.layers))))

@@ -62,16 +62,21 @@ def test_ina3221_iio_energy_is_power_times_time(tmp_path, onnx_model):
 
 def test_changing_rail_power_is_integrated(tmp_path, onnx_model):
     d = _iio(tmp_path, {"GPU": 2000})
+    """The meter's energy against the truth: the integral of the power the rail really showed
+    (a logged 2 W / 8 W square wave) over the exact window the agent integrated."""
     meter = agent.EnergyMeter("ina3221", tmp_path, period_s=0.002)
-    stop = threading.Event()
+    windows, integrate = [], meter.window
+    meter.window = lambda t0, t1: windows.append((t0, t1)) or integrate(t0, t1)
+    stop, flips = threading.Event(), [(time.perf_counter(), 2000.0)]  # (from when, mW): the initial 2 W
 
-    def flip():  # 2 W and 8 W alternating every 50 ms: the mean is 5 W
-        hi = False
+    def flip():
+        hi = True
         while not stop.is_set():
+            time.sleep(0.05)
             (d / "tmp").write_text("8000\n" if hi else "2000\n")
             (d / "tmp").rename(d / "in_power0_input")  # as sysfs: a read never sees half a value
+            flips.append((time.perf_counter(), 8000.0 if hi else 2000.0))
             hi = not hi
-            time.sleep(0.05)
     t = threading.Thread(target=flip)
     t.start()
     try:
@@ -79,8 +84,12 @@ def test_changing_rail_power_is_integrated(tmp_path, onnx_model):
     finally:
         stop.set()
         t.join()
-    assert 2.5 < row["power_w_mean"] < 7.5  # both levels were seen; the exact share depends on timing
-    assert row["energy_mj"] == pytest.approx(row["power_w_mean"] * 1000 * row["timed_s"] / row["n_runs"], rel=1e-6)
+    (t0, t1), = windows
+    edges = [max(t0, min(t1, s)) for s, _ in flips] + [t1]
+    truth_mj = sum(mw * (b - a) for (_, mw), a, b in zip(flips, edges, edges[1:]))
+    assert {mw for _, mw in meter.samples} == {2000.0, 8000.0}  # whole values, both levels
+    assert row["energy_mj"] * row["n_runs"] == pytest.approx(truth_mj, rel=0.08)
+    assert row["power_w_mean"] == pytest.approx(truth_mj / (t1 - t0) / 1000, rel=0.08)
 
 
 def test_window_integrates_trapezoids_and_holds_the_edges():
@@ -172,6 +181,7 @@ def test_maxn_required_and_not_set_is_refused(tmp_path, fast_device):
 
 def test_maxn_set_when_allowed_and_recorded_on_every_row(tmp_path, fast_device):
     import pandas as pd
+
     from conftest import nasctl
 
     bin_ = _jetson_tools(tmp_path, "MODE_15W")

@@ -11,11 +11,14 @@ from nasctl.space.sample import sample
 def test_every_sampled_arch_builds_and_runs(space):
     s = load_space(space, resolution=64)
     for row in sample(s, 4, seed=1):
-        net = build(s.from_indices(row)).eval()
-        assert isinstance(net, torch.nn.Module)
+        arch = s.from_indices(row)
+        net = build(arch).eval()
+        # one block per layer, each with the op's own weights (a skip that keeps the shape has none)
+        assert [sum(p.numel() for p in b.parameters()) for b in net.layers] == cost_table(s).params[np.arange(len(row)), row].tolist()
+        assert [len(b.state_dict()) == 0 for b in net.layers] == [op == "skip" and not l.reshapes for op, l in zip(arch.ops, s.layers)]
         with torch.no_grad():
             y = net(torch.randn(2, 3, 64, 64))
-        assert y.shape == (2, s.params.num_classes)
+        assert y.shape == (2, s.params.num_classes) and torch.isfinite(y).all()
 
 
 @pytest.mark.parametrize("space", ["proxyless", "proxyless-se", "fbnet"])

@@ -101,7 +101,7 @@ def test_single_path_runs_one_op_per_layer_and_multi_path_all_of_them():
     net = SuperNet(sp)
     calls = []
     for i, layer in enumerate(net.layers):
-        layer.run = (lambda f, i: lambda x, k: calls.append(i) or f(x, k))(layer.run, i)
+        layer.run = (lambda f, i: lambda x, k: calls.append(i) or f(x, k))(layer.run, i)  # noqa: B023 - bound by the outer lambda
     allowed = torch.as_tensor(sp.allowed)
     alpha = torch.zeros(allowed.shape, requires_grad=True)
     x = torch.randn(4, 3, 16, 16)

@@ -8,10 +8,9 @@ import pytest
 
 from conftest import nasctl
 from devicehost import DEVICE_PYTHON, DeviceHost, unavailable
-from test_profile import SCHEMA
-
 from nasctl.profile import Store, load_device, profile_archs
 from nasctl.space.archfile import read_archs
+from test_profile import SCHEMA
 
 why = unavailable()
 pytestmark = pytest.mark.skipif(why is not None, reason=f"SSH device host: {why}")

@@ -1,7 +1,8 @@
 """One builder for every space: an `Arch` becomes a plain `torch.nn.Module`.
 
-Blocks are made by `make_block(space, layer, op)`, the single place that turns an op name into
-modules, so the standalone network, the cost tables and (later) the supernet agree.
+Blocks are made by `make_block(space, cin, cout, stride, op)`, the single place that turns an op
+name into modules, so the standalone network, the cost tables and the supernet's own blocks
+(skip, grouped convs; its plain MBConv ops share a superkernel, `search.supernet`) agree.
 """
 
 from __future__ import annotations

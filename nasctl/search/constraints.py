@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from nasctl.errors import UserError
-from nasctl.validate import shown
 from nasctl.predict import Predictor, exact_cost
 from nasctl.space.cells import NONE
 from nasctl.space.space import SearchSpace, load_space
+from nasctl.validate import shown
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*$")
 _SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}

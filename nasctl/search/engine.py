@@ -116,7 +116,8 @@ def split(data: Data, seed: int) -> tuple[Subset, Subset]:
 
 @dataclass
 class SearchState:
-    """Everything a search carries from epoch to epoch; `continue_search` resumes from it."""
+    """Everything a search carries from epoch to epoch; `Searcher.run` continues from it (the
+    calibration rounds after a verify are more epochs of the same state)."""
 
     space: SearchSpace
     cfg: SearchConfig

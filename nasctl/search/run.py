@@ -20,13 +20,13 @@ import torch.distributed as dist
 from nasctl.data import load_data
 from nasctl.errors import NasctlError, UserError
 from nasctl.predict import Predictor
+from nasctl.profile.devices import load_device
 from nasctl.search.baselines import evolution_search, random_search
 from nasctl.search.constraints import Constraint, build_constraints, derive, reachable
 from nasctl.search.engine import METHODS, SearchConfig, Searcher
 from nasctl.search.ladarts import LADartsSearcher, check_space
 from nasctl.search.singlepath import SinglePathSearcher
 from nasctl.space.space import Arch, load_space
-from nasctl.profile.devices import load_device
 from nasctl.tables import atomic_write, to_json, write_table
 from nasctl.train.retrain import rank
 
@@ -70,7 +70,8 @@ class Events:
         self.epoch, self.note, self.start = epoch, note, start  # start: the inputs are good, the work begins
 
 
-def search(job: Job, cfg: SearchConfig, out: Path, events: Events = Events()) -> dict:
+def search(job: Job, cfg: SearchConfig, out: Path, events: Events | None = None) -> dict:
+    events = Events() if events is None else events
     t0 = time.perf_counter()
     if job.tolerance <= 0:
         raise UserError("--tolerance must be positive")

@@ -1,7 +1,8 @@
 """The supernet over any space, and the ways of turning α into per-layer gates.
 
-Every searchable layer holds one block per allowed op (built by `make_block`, as the standalone
-net is) and is driven by an L x K gate matrix:
+Every searchable layer holds one superkernel for its plain MBConv ops (their weights nested:
+kernels centred, expansions as leading channels) and a block per other op (skip, grouped convs;
+built by `make_block`, as the standalone net is), and is driven by an L x K gate matrix:
 
 - single-path (LightNAS, ProxylessNAS): each gate row is a hard one-hot; only the chosen block
   runs and its output is scaled by the gate, whose value is 1 but whose gradient is the

@@ -15,17 +15,17 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from nasctl.errors import UserError
-from nasctl.validate import shown
 from nasctl.space import cells, schema
 from nasctl.space.cells import CellSpace
 from nasctl.space.zoo import is_zoo, zoo_entry
+from nasctl.validate import shown
 
 SKIP = "skip"
 _OP_RE = re.compile(r"^k(?P<k>[1-9]\d*)_e(?P<e>[1-9]\d*)(?:_g(?P<g>[1-9]\d*))?(?:_se(?P<se>[1-9]\d?|100))?$")

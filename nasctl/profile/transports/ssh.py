@@ -198,7 +198,7 @@ class SshTransport(Transport):
         self._sftp.posix_rename(tmp, remote)
 
     def _deploy_agent(self) -> str:
-        """One folder per agent build (`agent-<version>-<hash>`): redeploys only what changed."""
+        """One folder per agent build (`agent-<hash of agent.py>`): redeploys only what changed."""
         digest = hashlib.sha256(AGENT.read_bytes()).hexdigest()[:12]
         folder = posixpath.join(self._work, f"agent-{digest}")
         self._mkdirs(folder)
@@ -210,7 +210,7 @@ class SshTransport(Transport):
         out = []
         for m in models:
             remote = posixpath.join(self._models, m.name)
-            self._with_link(lambda: self._put(m, remote))
+            self._with_link(lambda m=m, remote=remote: self._put(m, remote))
             self._staged[remote] = m
             out.append(remote)
         return out
