@@ -189,3 +189,19 @@ def test_kill_9_loses_at_most_the_arch_in_flight(tmp_path, fast_device):
     assert (lost, dup) == (0, 0)
     assert s["skipped"] == len(partial) and s["measured"] == 50 - len(partial)
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")], "temp files left behind"
+
+
+def test_two_processes_writing_one_row_file_keep_every_row(tmp_path):
+    """Two profiles into one file (a fleet's boards run separately): no writer drops the other's rows."""
+    from nasctl.profile import Store
+
+    out = tmp_path / "rows.parquet"
+    writer = ("import sys\nfrom nasctl.profile import Store\ns = Store(sys.argv[1])\n"
+              "for i in range(60):\n    s.put({'arch_id': f'{sys.argv[2]}{i}', 'config_id': 'c', 'status': 'ok', 'latency_ms': float(i)})\n")
+    procs = [subprocess.Popen([sys.executable, "-c", writer, str(out), w]) for w in ("a", "b")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    rows = pd.read_parquet(out)
+    assert len(rows) == 120 and set(rows.arch_id) == {f"{w}{i}" for w in "ab" for i in range(60)}
+    s = Store(out)  # and a row put again replaces its old one, as before
+    s.put({"arch_id": "a0", "config_id": "c", "status": "ok", "latency_ms": 9.0})
+    assert len(pd.read_parquet(out)) == 120 and pd.read_parquet(out).set_index("arch_id").latency_ms["a0"] == 9.0
