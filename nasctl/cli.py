@@ -415,7 +415,7 @@ def search(
     """Search an arch that meets a latency/energy target (LightNAS: one search), or a budget."""
     from nasctl.search import Job, SearchConfig, run_search
     from nasctl.search.run import SEARCH_FILES, Events
-    from nasctl.train.retrain import rank
+    from nasctl.train.loop import rank
 
     output_path(output, folder=True, inputs=(*(predictor or ()), space), writes=SEARCH_FILES)
     cfg = SearchConfig(method=method.value, epochs=epochs, warmup_epochs=warmup_epochs, batch=batch, w_lr=w_lr,
@@ -490,7 +490,8 @@ def retrain(
 ):
     """Train an architecture from scratch (SGD, cosine, label smoothing); resumable, torchrun-ready."""
     from nasctl.space.archfile import arch_file
-    from nasctl.train.retrain import RUN_FILES, Recipe, new_run, rank, resume_run, retrain as train
+    from nasctl.train.loop import rank
+    from nasctl.train.retrain import RUN_FILES, Recipe, new_run, resume_run, retrain as train
 
     if resume is not None:
         run = resume_run(input_path(resume, "--resume", folder=True))

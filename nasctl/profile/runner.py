@@ -15,19 +15,16 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from nasctl import __version__
 from nasctl.errors import DeviceUnreachable, UserError
-from nasctl.export.onnx import export_onnx
-from nasctl.export.tflite import EXTRA as TFLITE_EXTRA, export_tflite
-from nasctl.models import arch_cost, build
 from nasctl.profile.devices import DeviceProfile
 from nasctl.profile.store import Store
 from nasctl.profile.transports import AgentDied, AgentSession, LinkLost, Transport, open_transport
-from nasctl.space.space import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    from nasctl.space.space import Arch, SearchSpace
 
 
 @dataclass
@@ -56,6 +53,12 @@ class Summary:
 def _exporter(todo: list[Arch], device: DeviceProfile, workdir: Path, out: queue.Queue, stop: threading.Event,
               ends: int):
     """Export archs in order into `out`, then one None per device worker to say "no more"."""
+    import torch  # here, not at the top: `nasctl devices` and the transports need no torch
+
+    from nasctl.export.onnx import export_onnx
+    from nasctl.export.tflite import export_tflite
+    from nasctl.models import build
+
     torch.set_num_threads(1)  # leave the other cores to the agent's timed runs
     items = [*todo, *[None] * ends]
     for arch in items:
@@ -83,6 +86,8 @@ def _exporter(todo: list[Arch], device: DeviceProfile, workdir: Path, out: queue
 
 
 def _base_row(arch: Arch, device: DeviceProfile, config_id: str, facts: dict) -> dict:
+    from nasctl.models import arch_cost
+
     space = arch.space
     macs, params = arch_cost(arch)
     opts = device.runtime_options
@@ -181,7 +186,9 @@ def profile_archs(
     """
     t0 = time.perf_counter()
     if device.runtime == "tflite" and importlib.util.find_spec("litert_torch") is None:
-        raise UserError(f"device {device.name!r} times .tflite models: {TFLITE_EXTRA}")
+        from nasctl.export.tflite import EXTRA
+
+        raise UserError(f"device {device.name!r} times .tflite models: {EXTRA}")
     config = device.agent_config(space.params.resolution)
     devices: list[_Device] = []
     try:

@@ -20,7 +20,7 @@ from nasctl.search.constraints import Constraint
 from nasctl.search.engine import Searcher
 from nasctl.space.sample import sample
 from nasctl.space.space import Arch, SearchSpace
-from nasctl.train.retrain import layout, lr_factor, param_groups
+from nasctl.train.loop import layout, lr_factor, param_groups
 
 RANDOM_BAND = 0.02  # random keeps archs predicted within ±2% of each target
 

@@ -28,7 +28,7 @@ from nasctl.search.ladarts import LADartsSearcher, check_space
 from nasctl.search.singlepath import SinglePathSearcher
 from nasctl.space.space import Arch, load_space
 from nasctl.tables import atomic_write, to_json, write_table
-from nasctl.train.retrain import rank
+from nasctl.train.loop import rank
 
 VERIFY_BACKOFF_S = 5.0  # the first pause of a disturbed verify; each next one doubles
 SEARCH_FILES = ("arch.json", "search.csv", "search.png", "verify.parquet", "verify-repeat.parquet")  # what -o receives

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from nasctl.errors import UserError
 from nasctl.models import build
 from nasctl.space.space import Arch
 from nasctl.tables import atomic_write, to_json, write_table
+from nasctl.train.loop import distributed, layout, lr_factor, param_groups, rank
 
 RUN_FILES = ("run.json", "checkpoint.pt", "metrics.csv", "model.pt", "arch.json")  # what a run folder receives
 
@@ -114,45 +114,6 @@ def resume_run(out: Path) -> Run:
     data = load_data(spec, train_limit=limit)
     arch = read_arch_ref(arch_text, space, resolution=data.resolution, num_classes=data.num_classes, macro=macro, width_mult=width)
     return Run(arch, data, recipe, out, resume=True)
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay conv/linear weights only: decaying BN scales and biases hurts small nets."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1, then cosine to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-def rank() -> int:
-    """This process's rank under torchrun (0 when not distributed), before any process group."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group when run under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    rank = dist.get_rank() if world > 1 else 0
-    if cuda:
-        torch.cuda.set_device(local)
-    return rank, world, torch.device(f"cuda:{local}" if cuda else "cpu")
-
-
-def layout(device: torch.device) -> torch.memory_format:
-    """channels_last on the CPU, where oneDNN runs these nets' depthwise convs 1.5-2x faster in
-    training (measured on proxyless nets at 16-32 px); the default layout elsewhere."""
-    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
 def _evaluate(model: nn.Module, data, device, batch: int) -> dict:
