@@ -1,1 +1,1 @@
-"""Device-side code. `agent.py` is copied as a single file to the devices; keep it stdlib-only."""
+"""Device-side code: `agent.py` and `protocol.py`, deployed as one zipapp; keep them stdlib-only."""

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """nasctl device agent: times model files on the device it runs on and streams JSON rows.
 
-Self-contained on purpose: Python 3 standard library plus the runtime being timed (numpy comes
-with onnxruntime), because it is copied as one file to boards that have no torch and no nasctl.
-The host runs the same file for `--device local`, so local and remote rows share one protocol.
+Python 3 standard library plus the runtime being timed (numpy comes with onnxruntime), because
+boards have no torch and no nasctl: it is deployed as one zipapp with protocol.py (the message
+keys and timing defaults the host imports too). The host runs the same zipapp for `--device
+local`, so local and remote rows share one protocol.
 
     agent.py facts [--runtime R] [--sysfs-root DIR]   one JSON object of device facts
     agent.py serve --config JSON [--sysfs-root DIR]   read {"key", "model"} lines on stdin,
@@ -34,21 +35,12 @@ from pathlib import Path
 
 AGENT_VERSION = "0.1.0"
 
-# Defaults of the timing protocol; a device profile's [protocol] table overrides them.
-PROTOCOL = {
-    "warmup_runs": 5,  # the first runs allocate and page in weights
-    "warmup_s": 0.1,
-    "min_runs": 10,
-    "min_time_s": 1.0,  # at least this long inside timed runs: the CI then means something
-    "max_runs": 2000,
-    "max_time_s": 10.0,
-    "ci_rel": 0.01,  # stop once the 95% CI of the median lies within +-1% of it
-    # Another process on the free cores (a compile, a pip install, a test run) slows a 1-thread
-    # run here by up to 15-20%, and loads of 30-50% still shift it by several %. The local host's
-    # own exporter is not counted (--exclude-pid). Above this share, time again.
-    "max_other_busy": 0.3,
-    "interference_retries": 2,
-}
+try:  # beside this file: as a script, and inside the zipapp that is deployed
+    import protocol as P
+except ImportError:  # imported as the nasctl_agents package (the tests, the local host)
+    from nasctl_agents import protocol as P
+
+PROTOCOL = P.TIMING
 
 
 # ---- device facts ------------------------------------------------------------------------
@@ -510,8 +502,7 @@ def build_engine(trtexec: str, onnx: str, engine: str, **options) -> tuple[dict,
     info = parse_trtexec_log(p.stdout)
     log = p.stdout + p.stderr
     if p.returncode != 0 or not info["passed"]:
-        tail = log.strip().splitlines()[-1:] or [f"exit {p.returncode}"]
-        raise RuntimeError(f"trtexec could not build the engine: {tail[0][:300]}")
+        raise RuntimeError(f"trtexec could not build the engine: {P.last_line(log, f'exit {p.returncode}')}")
     return info, log
 
 
@@ -548,7 +539,7 @@ class TrtPrepared:
                 f"--iterations={int(p['min_runs'])}", "--avgRuns=1"]
         r = subprocess.run(argv, capture_output=True, text=True)
         if r.returncode != 0:
-            raise RuntimeError(f"trtexec timing failed: {(r.stdout + r.stderr).strip().splitlines()[-1:]}")
+            raise RuntimeError(f"trtexec timing failed: {P.last_line(r.stdout + r.stderr, f'exit {r.returncode}')}")
         text = Path(times_json).read_text()
         times = parse_export_times(text)[: int(p["max_runs"])]
         span = (parse_export_times(text, "endComputeMs")[len(times) - 1] - parse_export_times(text, "startComputeMs")[0]) / 1e3
@@ -671,7 +662,7 @@ def heartbeat(out: Out, period_s: float) -> None:
         time.sleep(period_s)
         n += 1
         try:
-            out.write({"beat": n})
+            out.write({P.BEAT: n})
         except (OSError, ValueError):
             os._exit(4)
 
@@ -694,7 +685,7 @@ def take_lock(path: str, out: Out, wait_s: float = 600.0):
                 raise DeviceBusy(f"device busy: another nasctl agent (pid {f.read().strip() or '?'}) "
                                   f"has held {path} for {wait_s:.0f} s") from None
             if not told:
-                out.write({"waiting": f"device lock {path} is held by another agent; waiting"})
+                out.write({P.WAITING: f"device lock {path} is held by another agent; waiting"})
                 told = True
             time.sleep(0.2)
 
@@ -716,13 +707,13 @@ def serve(config: dict, root: Path, exclude: tuple[int, ...] = (), heartbeat_s: 
         runtime = RUNTIMES[runtime_name](config)
         power = ensure_power(config.get("power", {}))
     except ConfigError as e:
-        out.write({"fatal": str(e), "kind": "config"})
+        out.write({P.FATAL: str(e), P.KIND: "config"})
         return 2
     except DeviceBusy as e:
-        out.write({"fatal": str(e), "kind": "busy"})
+        out.write({P.FATAL: str(e), P.KIND: "busy"})
         return 3
     except ImportError as e:
-        out.write({"fatal": f"runtime {runtime_name} is not installed: {e}", "kind": "runtime"})
+        out.write({P.FATAL: f"runtime {runtime_name} is not installed: {e}", P.KIND: "runtime"})
         return 3
     meter, note = None, None
     source = config.get("energy", {}).get("source", "none")
@@ -735,7 +726,7 @@ def serve(config: dict, root: Path, exclude: tuple[int, ...] = (), heartbeat_s: 
             note = f"no energy source: {e}"
     hello = facts(root, runtime_name)
     hello.update(energy_source=meter.name if meter else "none", energy_rails=meter.rails if meter else [], energy_note=note, **power)
-    out.write({"facts": hello})
+    out.write({P.FACTS: hello})
     try:
         _serve_loop(runtime, config, root, exclude, meter, note, power, out)
     finally:
@@ -750,12 +741,13 @@ def _serve_loop(runtime, config, root, exclude, meter, note, power, out) -> None
     for line in sys.stdin:
         if not line.strip():
             continue
-        req = json.loads(line)
-        try:
-            row = measure(runtime, req["model"], config, root, exclude, meter, note)
-        except Exception as e:  # a model that fails becomes an error row; the agent goes on
+        key = None
+        try:  # a bad request line, like a model that fails, is an error row; the agent goes on
+            key, model = P.read_request(line)
+            row = measure(runtime, model, config, root, exclude, meter, note)
+        except Exception as e:
             row = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
-        out.write({"key": req["key"], **row, **power})
+        out.write({P.KEY: key, **row, **power})
 
 
 def build_engine_command(a) -> int:
@@ -766,7 +758,7 @@ def build_engine_command(a) -> int:
                                  int8=a.precision == "int8", workspace_mb=a.workspace_mb,
                                  shape=[int(d) for d in a.shape.split("x")])
     except (ImportError, RuntimeError, OSError) as e:
-        print(json.dumps({"fatal": str(e)}))
+        print(json.dumps({P.FATAL: str(e)}))
         return 1
     Path(log_path).write_text(log)
     print(json.dumps({"engine": a.engine, "log": log_path, **info, "host": socket.gethostname()}))

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from nasctl_agents import agent
+from nasctl_agents.protocol import request
 
 
 def test_median_ci_matches_binomial_order_statistics():
@@ -52,11 +53,20 @@ def test_facts_from_a_sysfs_root(tmp_path):
     assert agent.facts(tmp_path / "empty")["temp_c"] is None
 
 
-def test_agent_runs_as_a_standalone_script(tmp_path):
-    """On a board the agent is one copied file run by the system Python."""
-    p = subprocess.run([sys.executable, agent.__file__, "facts"], capture_output=True, text=True, cwd=tmp_path, check=True)
+def test_agent_runs_as_one_reproducible_zipapp(tmp_path, monkeypatch):
+    """On a board the agent is one copied zipapp run by the system Python, named by its hash:
+    two builds are byte-identical, so the remote folder changes only when the code does."""
+    from nasctl.profile.transports.base import agent_app
+
+    app = agent_app()
+    p = subprocess.run([sys.executable, str(app), "facts"], capture_output=True, text=True, cwd=tmp_path, check=True)
     f = json.loads(p.stdout)
     assert f["runtime"] == "onnxruntime" and f["runtime_version"] and f["agent_version"] == agent.AGENT_VERSION
+    agent_app.cache_clear()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
+    again = agent_app()
+    agent_app.cache_clear()
+    assert again != app and again.name == app.name and again.read_bytes() == app.read_bytes()
 
 
 def test_serve_turns_an_unloadable_model_into_an_error_row_and_goes_on(tmp_path):
@@ -67,13 +77,16 @@ def test_serve_turns_an_unloadable_model_into_an_error_row_and_goes_on(tmp_path)
     bad.write_bytes(b"this is not an onnx model")
     cfg = {"runtime": "onnxruntime", "threads": 1, "input_shape": [1, 3, 8, 8],
            "protocol": {"warmup_runs": 1, "warmup_s": 0, "min_runs": 5, "min_time_s": 0, "max_time_s": 0.2}}
-    reqs = "".join(json.dumps({"key": k, "model": str(m)}) + "\n" for k, m in [("a", bad), ("b", good)])
+    # a bad model, a line that is not JSON, a request without its model: error rows; the agent goes on
+    reqs = request("a", str(bad)) + "{not json\n" + json.dumps({"key": "c"}) + "\n" + request("b", str(good))
     p = subprocess.run([sys.executable, agent.__file__, "serve", "--config", json.dumps(cfg)],
                        input=reqs, capture_output=True, text=True, check=True)
-    hello, a, b = (json.loads(l) for l in p.stdout.splitlines())
+    hello, a, junk, c, b = (json.loads(l) for l in p.stdout.splitlines())
     assert "facts" in hello
     assert a["key"] == "a" and a["status"] == "error" and a["error"].startswith("InvalidProtobuf")
-    assert b["key"] == "b" and b["status"] == "ok" and b["latency_ms"] > 0
+    assert junk["key"] is None and junk["status"] == "error" and "not a JSON request line" in junk["error"]
+    assert c["status"] == "error" and "needs string 'key' and 'model'" in c["error"]
+    assert b["key"] == "b" and b["status"] in ("ok", "disturbed") and b["latency_ms"] > 0  # disturbed: other load here
 
 
 def test_foreign_load_on_the_free_cores_is_detected_and_retimed(tmp_path):

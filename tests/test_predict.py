@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import nasctl
+from conftest import DATA, nasctl
 from nasctl.errors import UserError
 from nasctl.models import arch_cost
 from nasctl.predict import Predictor, exact_cost, fit_predictor, load_rows
@@ -18,10 +18,16 @@ FAST = FitConfig(members=2, weight_decays=(1e-4,), max_epochs=60, patience=10)
 
 
 @pytest.fixture
-def help_rows(tmp_path, help_csv):
-    f = tmp_path / "help600.csv"
-    pd.read_csv(help_csv).sample(600, random_state=0).to_csv(f, index=False)
-    return f
+def help_rows():
+    """600 of HELP's 5,000 FBNet-space archs, all five devices (committed, MIT licence beside it,
+    so these tests run on a clean clone): HELP's csv .sample(600, random_state=0)."""
+    return DATA / "help-fbnet-600.csv"
+
+
+def test_the_committed_rows_are_helps_own(help_csv):
+    """The fixture is the shared data's sample, not a copy that drifted from it."""
+    pd.testing.assert_frame_equal(pd.read_csv(help_csv).sample(600, random_state=0).reset_index(drop=True),
+                                  pd.read_csv(DATA / "help-fbnet-600.csv"))
 
 
 def test_additive_device_gets_the_lut_and_exact_figures(help_rows):

@@ -89,8 +89,7 @@ def export_trt_on_device(model, arch, shape, out: Path, ckpt: str, opset: int, d
     log_out = out.with_name(out.name + ".build.log")
     with tempfile.TemporaryDirectory() as tmp:
         onnx = export_onnx(model, shape, Path(tmp) / f"{arch.id}.onnx", opset)
-        transport = open_transport(device, host, trust_new_host_key)
-        try:
+        with open_transport(device, host, trust_new_host_key) as transport:
             (remote,) = transport.stage([onnx])
             info = transport.run_agent(["build-engine", "--onnx", remote, "--engine", remote + ".engine",
                                         "--shape", "x".join(map(str, shape)), "--precision", device.precision,
@@ -99,8 +98,6 @@ def export_trt_on_device(model, arch, shape, out: Path, ckpt: str, opset: int, d
             transport.fetch(info["log"], Path(tmp) / "build.log")
             for f in (remote, info["engine"], info["log"]):
                 transport.unstage(f)
-        finally:
-            transport.close()
         atomic_write(out, (Path(tmp) / "model.engine").read_bytes())
         atomic_write(log_out, (Path(tmp) / "build.log").read_bytes())
     sidecar = {"format": "trt", **_arch_info(arch, shape), "device": device.name, "built_on": info.get("host"),

@@ -21,7 +21,7 @@ from nasctl import __version__
 from nasctl.errors import DeviceUnreachable, UserError
 from nasctl.profile.devices import DeviceProfile
 from nasctl.profile.store import Store
-from nasctl.profile.transports import AgentDied, AgentSession, LinkLost, Transport, open_transport
+from nasctl.profile.transports import AgentDied, LinkLost, Session, Transport, open_transport
 
 if TYPE_CHECKING:
     from nasctl.space.space import Arch, SearchSpace
@@ -123,13 +123,11 @@ def check_device(device: DeviceProfile, host: str | None = None, trust_new_host_
                  on_note: Callable[[str], None] = lambda text: None) -> dict:
     """Connect, start the agent as a run would (power mode, energy source, runtime), return its
     facts; nothing is measured. A profile the device cannot honour fails here as in a run."""
-    transport = open_transport(device, host, trust_new_host_key)
-    try:
-        return transport.start_agent(device.agent_config(device.resolution or 224), on_note).facts  # no model runs
-    except AgentDied as e:
-        raise DeviceUnreachable(str(e)) from None
-    finally:
-        transport.close()
+    with open_transport(device, host, trust_new_host_key) as transport:
+        try:
+            return transport.start_agent(device.agent_config(device.resolution or 224), on_note).facts  # no model runs
+        except AgentDied as e:
+            raise DeviceUnreachable(str(e)) from None
 
 
 @dataclass
@@ -137,7 +135,7 @@ class _Device:
     """One board of the run: its transport, its running agent."""
 
     transport: Transport
-    agent: AgentSession
+    agent: Session
     config: dict
 
 
@@ -240,7 +238,7 @@ def profile_archs(
     finally:
         for d in devices:
             d.transport.close()
-    summary.reconnects = sum(getattr(d.transport, "reconnects", 0) for d in devices)
+    summary.reconnects = sum(d.transport.reconnects for d in devices)
     summary.wall_s = time.perf_counter() - t0
     return summary
 

@@ -2,7 +2,7 @@
 
 from nasctl.errors import UserError
 from nasctl.profile.devices import DeviceProfile
-from nasctl.profile.transports.base import AgentDied, AgentSession, LinkLost, Transport
+from nasctl.profile.transports.base import AgentDied, AgentSession, LinkLost, Session, Transport
 from nasctl.profile.transports.local import LocalTransport
 
 
@@ -23,4 +23,4 @@ def open_transport(device: DeviceProfile, address: str | None = None, trust_new_
     return AdbTransport(AdbTarget.from_profile(device.connection, address, root))
 
 
-__all__ = ["AgentDied", "AgentSession", "LinkLost", "LocalTransport", "Transport", "open_transport"]
+__all__ = ["AgentDied", "AgentSession", "LinkLost", "LocalTransport", "Session", "Transport", "open_transport"]

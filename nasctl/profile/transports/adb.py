@@ -7,21 +7,19 @@ batch. Commands are one shlex-quoted string, as `adb shell` hands its words to t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from nasctl.errors import DeviceUnreachable, UserError
-from nasctl.profile.transports.base import AgentSession, Transport, last_json
-from nasctl.profile.transports.local import AGENT
+from nasctl.profile.transports.base import ChildAgent, Session, Transport, agent_app, agent_digest, last_json
+from nasctl_agents.protocol import KEY, TIMING, last_line
 
 
 @dataclass(frozen=True)
@@ -71,13 +69,11 @@ class AdbTransport(Transport):
         if not shutil.which(target.adb):
             raise UserError(f"{target.adb} not found: install Android platform-tools (Debian: apt install adb)")
         self._check_state()
-        digest = hashlib.sha256(AGENT.read_bytes()).hexdigest()[:12]
-        self._agent = posixpath.join(target.workdir, f"agent-{digest}", "agent.py")
+        self._agent = posixpath.join(target.workdir, f"agent-{agent_digest()}", "agent.pyz")
         self._models = posixpath.join(target.workdir, f"models-{uuid.uuid4().hex[:12]}")
-        self._proc: subprocess.Popen | None = None
-        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self._child = ChildAgent(target.serial or "the device")
         self._shell("mkdir", "-p", posixpath.dirname(self._agent), self._models)
-        self._adb("push", str(AGENT), self._agent)
+        self._adb("push", str(agent_app()), self._agent)
         self._benchmark_model = target.benchmark_model
         if target.benchmark_model and Path(target.benchmark_model).is_file():  # a binary from here: push it
             self._benchmark_model = posixpath.join(target.workdir, "benchmark_model")
@@ -91,7 +87,7 @@ class AdbTransport(Transport):
         p = subprocess.run(self._argv(*args), capture_output=True, text=True)
         if p.returncode != 0:
             raise DeviceUnreachable(f"adb {args[0]} on {self.t.serial or 'the device'}: "
-                                    f"{(p.stderr or p.stdout).strip().splitlines()[-1:] or ['failed']}")
+                                    f"{last_line(p.stderr or p.stdout, 'failed')}")
         return p.stdout
 
     def _shell(self, *argv: str) -> str:
@@ -105,7 +101,7 @@ class AdbTransport(Transport):
         for key, msg in STATES.items():
             if key in said:
                 raise DeviceUnreachable(msg.format(s=self.t.serial or "(default)"))
-        raise DeviceUnreachable(f"adb: {said.splitlines()[-1] if said else 'no answer'}")
+        raise DeviceUnreachable(f"adb: {last_line(said, 'no answer')}")
 
     def stage(self, models: list[Path]) -> list[str]:
         if models:
@@ -115,23 +111,12 @@ class AdbTransport(Transport):
     def unstage(self, remote: str) -> None:
         self._shell("rm", "-f", remote)
 
-    def start_agent(self, config: dict, on_note=lambda text: None) -> AgentSession:
+    def start_agent(self, config: dict, on_note=lambda text: None) -> Session:
         if self.t.benchmark_model:
             return BenchmarkModelSession(self, config)
-        self._stop()
         argv = [self.t.python, self._agent, "serve", "--config", json.dumps(config, sort_keys=True),
                 "--sysfs-root", self.t.sysfs_root, "--lock", posixpath.join(self.t.workdir, "device.lock")]
-        self._stderr.seek(0)
-        self._stderr.truncate()
-        self._proc = subprocess.Popen(self._argv("shell", shlex.join(argv)), stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1)
-        return AgentSession(self._proc.stdin, self._proc.stdout, self._describe_exit, on_note)
-
-    def _describe_exit(self) -> str:
-        code = self._proc.wait(timeout=30) if self._proc else None
-        self._stderr.seek(0)
-        tail = (self._stderr.read().strip().splitlines()[-1:] or [""])[0][:300]
-        return f"agent on {self.t.serial or 'the device'} exited with code {code}: {tail}".rstrip(": ")
+        return self._child.start(self._argv("shell", shlex.join(argv)), on_note)
 
     def run_agent(self, args: list[str]) -> dict:
         p = subprocess.run(self._argv("shell", shlex.join([self.t.python, self._agent, *args])), capture_output=True, text=True)
@@ -142,17 +127,8 @@ class AdbTransport(Transport):
         self._adb("pull", remote, str(tmp))
         tmp.replace(local)
 
-    def _stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.stdin.close()  # shell v2 forwards the EOF: the agent stops, frees the lock
-            try:
-                self._proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-        self._proc = None
-
     def close(self) -> None:
-        self._stop()
+        self._child.stop()
         try:
             self._shell("rm", "-rf", self._models)
         except DeviceUnreachable:
@@ -171,8 +147,7 @@ def parse_benchmark_model(text: str) -> dict:
     row says so (`latency_stat`)."""
     runs, timings = _BM_RUNS.findall(text), _BM_TIMINGS.search(text)
     if not runs or not timings:
-        tail = text.strip().splitlines()[-1:] or ["no output"]
-        raise ValueError(f"benchmark_model printed no timings: {tail[0][:300]}")
+        raise ValueError(f"benchmark_model printed no timings: {last_line(text, 'no output')}")
     count, _first, _curr, lo, hi, avg, std = runs[-1]
     mean = float(avg) / 1e3
     return {"latency_ms": mean, "latency_stat": "mean", "latency_mean_ms": mean, "latency_min_ms": int(lo) / 1e3,
@@ -181,7 +156,7 @@ def parse_benchmark_model(text: str) -> dict:
             "first_inference_ms": float(timings.group(2)) / 1e3}
 
 
-class BenchmarkModelSession:
+class BenchmarkModelSession(Session):
     """Times each model with benchmark_model over `adb shell`; the profile's protocol becomes its
     warm-up and run limits. No agent runs, so there is no energy sampling: the row says why."""
 
@@ -196,8 +171,7 @@ class BenchmarkModelSession:
                       "energy_note": "benchmark_model mode: no agent on the phone samples power"}
 
     def measure(self, key: str, model: str) -> dict:
-        p = {**{"warmup_runs": 5, "warmup_s": 0.1, "min_runs": 10, "min_time_s": 1.0, "max_time_s": 10.0},
-             **self._config.get("protocol", {})}
+        p = {**TIMING, **self._config.get("protocol", {})}  # the agent's defaults, as benchmark_model flags
         argv = [self._t._benchmark_model, f"--graph={model}", f"--num_threads={int(self._config.get('threads', 1))}",
                 f"--warmup_runs={int(p['warmup_runs'])}", f"--warmup_min_secs={float(p['warmup_s'])}",
                 f"--num_runs={int(p['min_runs'])}", f"--min_secs={float(p['min_time_s'])}",
@@ -206,6 +180,6 @@ class BenchmarkModelSession:
         try:
             figures = parse_benchmark_model(out.stdout + out.stderr)
         except ValueError as e:
-            return {"key": key, "status": "error", "error": str(e)}
-        return {"key": key, "status": "ok", "provider": "benchmark_model", **figures, "energy_mj": None,
+            return {KEY: key, "status": "error", "error": str(e)}
+        return {KEY: key, "status": "ok", "provider": "benchmark_model", **figures, "energy_mj": None,
                 "power_w_mean": None, "energy_source": "none", "energy_note": self.facts["energy_note"]}

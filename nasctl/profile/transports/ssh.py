@@ -9,7 +9,6 @@ the row in flight. Rows are only ever stored once received, so nothing is lost o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -24,8 +23,7 @@ from pathlib import Path
 import paramiko
 
 from nasctl.errors import DeviceUnreachable, UserError
-from nasctl.profile.transports.base import AgentSession, LinkLost, Transport, last_json
-from nasctl.profile.transports.local import AGENT
+from nasctl.profile.transports.base import AgentSession, LinkLost, Transport, agent_app, agent_digest, last_json
 
 # paramiko logs a traceback for each failed handshake; each becomes one line of ours instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -198,12 +196,11 @@ class SshTransport(Transport):
         self._sftp.posix_rename(tmp, remote)
 
     def _deploy_agent(self) -> str:
-        """One folder per agent build (`agent-<hash of agent.py>`): redeploys only what changed."""
-        digest = hashlib.sha256(AGENT.read_bytes()).hexdigest()[:12]
-        folder = posixpath.join(self._work, f"agent-{digest}")
+        """One folder per agent build (`agent-<hash of the zipapp>`): redeploys only what changed."""
+        folder = posixpath.join(self._work, f"agent-{agent_digest()}")
         self._mkdirs(folder)
-        path = posixpath.join(folder, "agent.py")
-        self._put(AGENT, path)
+        path = posixpath.join(folder, "agent.pyz")
+        self._put(agent_app(), path)
         return path
 
     def stage(self, models: list[Path]) -> list[str]:
