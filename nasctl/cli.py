@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - older typer on real click
 
 from nasctl import __version__
 from nasctl.errors import NasctlError, UserError
+from nasctl.search import ALL_METHODS
 from nasctl.tables import to_json
 from nasctl.validate import MAX_MEMBERS, OPSETS, input_path, output_path, require_suffix
 
@@ -288,8 +289,7 @@ def fit_predictor_cmd(
 ):
     """Learn a metric from measured rows; report it beside the additive lookup table (LUT)."""
     from nasctl.predict import FitConfig, fit_predictor, load_rows
-    from nasctl.predict.report import scatter_png
-    from nasctl.tables import atomic_write
+    from nasctl.predict.report import save_fit
 
     input_path(rows, "ROWS")
     require_suffix(output, (".pt",), "the predictor file")
@@ -297,15 +297,9 @@ def fit_predictor_cmd(
     data = load_rows(rows, metric, space, config_id)
     if not quiet:
         err.print(f"fitting {metric} on {len(data.y)} rows ({data.skipped_errors} error rows skipped)...")
-    pred, report, (y_te, preds) = fit_predictor(data, metric, test, seed, FitConfig(seed=seed, members=members))
+    pred, report, holdout = fit_predictor(data, metric, test, seed, FitConfig(seed=seed, members=members))
+    report = save_fit(output, pred, report, holdout, f"{metric} on {data.space.name}: held-out {len(holdout[0])} of {len(data.y)} rows")
     chosen = report["chosen"]
-    png = scatter_png(y_te, {f"nasctl ({chosen})": preds[chosen], "least-squares LUT": preds["lut_ls"]},
-                      {f"nasctl ({chosen})": report["test"]["default"], "least-squares LUT": report["test"]["lut_ls"]},
-                      f"{metric} on {data.space.name}: held-out {len(y_te)} of {len(data.y)} rows", report["unit"])
-    report = {**report, "output": str(output)}
-    pred.save(output)
-    atomic_write(output.with_suffix(".json"), to_json(report, indent=2).encode())
-    atomic_write(output.with_suffix(".png"), png)
     if as_json:
         print(to_json(report))
         return
@@ -361,14 +355,7 @@ def predict(
           f"(median {np.median(mean):.4g})" + (f" -> {output}" if output else ""))
 
 
-class Method(str, Enum):
-    lightnas = "lightnas"
-    fbnet = "fbnet"
-    proxyless = "proxyless"
-    singlepath = "singlepath"
-    la_darts = "la-darts"
-    random = "random"
-    evolution = "evolution"
+Method = Enum("Method", {m.replace("-", "_"): m for m in ALL_METHODS}, type=str)  # the library's one list
 
 
 @app.command()

@@ -69,3 +69,30 @@ def test_ci_latency_gate_fails_over_budget_and_passes_under_it(tmp_path, fast_de
     assert over.returncode == 1 and not json.loads(over.stdout)["ok"] and "exceeds the 0.01 ms budget" in over.stderr
     bad = subprocess.run(["bash", GATE, "k3_e3-nope", "10", fast_device], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and bad.stdout == ""
+
+
+def test_option_defaults_and_choices_are_the_librarys():
+    """The CLI is a thin layer: every option that sets a library field defaults to that field's
+    default, and --method offers the library's one list of methods."""
+    from dataclasses import MISSING, fields
+
+    import typer
+
+    from nasctl.cli import app
+    from nasctl.search import ALL_METHODS, Job, SearchConfig
+    from nasctl.train.retrain import Recipe
+
+    commands = typer.main.get_command(app).commands
+    renamed = {"lambda_": "fixed_lambda", "verify_wait": "verify_wait_s", "predictor": "predictors"}
+    checked = 0
+    for command, cls in (("search", SearchConfig), ("search", Job), ("retrain", Recipe)):
+        defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        for p in commands[command].params:
+            name = renamed.get(p.name, p.name)
+            if name in defaults:
+                got = getattr(p.default, "value", p.default)
+                assert got == defaults[name] or (got is None and defaults[name] == ()), (command, p.name, got, defaults[name])
+                checked += 1
+    assert checked >= 35
+    method = next(p for p in commands["search"].params if p.name == "method")
+    assert tuple(m.value for m in method.type_descriptor.annotation) == ALL_METHODS

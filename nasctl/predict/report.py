@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 
@@ -30,3 +31,20 @@ def scatter_png(y: np.ndarray, preds: dict[str, np.ndarray], figs: dict[str, dic
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def save_fit(output: Path, pred, report: dict, holdout: tuple[np.ndarray, dict[str, np.ndarray]], title: str) -> dict:
+    """Write a fitted predictor (.pt) with the sidecars `nasctl report` reads beside it: the
+    held-out report (.json) and the scatter of the chosen model against the least-squares LUT
+    (.png). A predictor fitted through the library is then as visible as one from the CLI."""
+    from nasctl.tables import atomic_write, to_json
+
+    y, preds = holdout
+    chosen = report["chosen"]
+    names = {f"nasctl ({chosen})": chosen, "least-squares LUT": "lut_ls"}
+    png = scatter_png(y, {k: preds[v] for k, v in names.items()}, {k: report["test"][v] for k, v in names.items()}, title, report["unit"])
+    report = {**report, "output": str(output)}
+    pred.save(output)
+    atomic_write(output.with_suffix(".json"), to_json(report, indent=2).encode())
+    atomic_write(output.with_suffix(".png"), png)
+    return report

@@ -32,13 +32,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from nasctl.data import Data
 from nasctl.errors import UserError
+from nasctl.search import ALL_METHODS
 from nasctl.search.constraints import Constraint
 from nasctl.search.supernet import SuperNet, binarized, gumbel_hard, gumbel_soft, masked, probabilities
 from nasctl.space.space import Arch, SearchSpace
 from nasctl.train.loop import distributed, layout, lr_factor, param_groups
-
-METHODS = ("lightnas", "fbnet", "proxyless", "singlepath", "la-darts")  # gradient methods; `baselines` adds random and evolution
-ALL_METHODS = (*METHODS, "random", "evolution")
 
 
 @dataclass(frozen=True)

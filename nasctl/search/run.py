@@ -21,9 +21,10 @@ from nasctl.data import load_data
 from nasctl.errors import NasctlError, UserError
 from nasctl.predict import Predictor
 from nasctl.profile.devices import load_device
+from nasctl.search import METHODS
 from nasctl.search.baselines import evolution_search, random_search
 from nasctl.search.constraints import Constraint, build_constraints, derive, reachable
-from nasctl.search.engine import METHODS, SearchConfig, Searcher
+from nasctl.search.engine import SearchConfig, Searcher
 from nasctl.search.ladarts import LADartsSearcher, check_space
 from nasctl.search.singlepath import SinglePathSearcher
 from nasctl.space.space import Arch, load_space
