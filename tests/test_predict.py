@@ -169,3 +169,23 @@ def test_with_fewer_rows_than_table_entries_the_cost_prior_carries_the_lut(help_
         prior = figures(rows.y[te], fit_lut(rows.X[tr], rows.y[tr], features=cost_table(rows.space).features())(X).numpy())
         ls = figures(rows.y[te], fit_lut(rows.X[tr], rows.y[tr], shrink=False)(X).numpy())
     assert prior["mape"] < 0.5 * ls["mape"] and prior["kendall_tau"] > ls["kendall_tau"] + 0.2
+
+
+def test_the_lut_shrinkage_is_the_exact_leave_one_out_choice(help_rows):
+    """RidgeCV's efficient LOO picks the strength that n refits, one per held-out row, pick."""
+    from nasctl.models.cost import cost_table
+    from nasctl.predict.fit import LOO_GRID, _loo_alpha, _ridge
+
+    rows = load_rows(help_rows, "xeon_gold_6226_ms", "fbnet")
+    X, y = rows.X[:40], rows.y[:40]
+    B = X.reshape(len(X), -1)
+    F = np.concatenate([np.ones((len(X), 1)), np.einsum("nlk,lkf->nf", X, cost_table(rows.space).features())], 1)
+    r = y - F @ np.linalg.lstsq(F, y, rcond=None)[0]
+    grid = np.linalg.norm(B, 2) ** 2 * LOO_GRID
+
+    def press(alpha):
+        return sum((r[i] - B[i] @ _ridge(np.delete(B, i, 0), np.delete(r, i), alpha)) ** 2 for i in range(len(r)))
+
+    errors = [press(a) for a in grid]
+    assert _loo_alpha(B, r) == pytest.approx(grid[np.argmin(errors)])
+    assert min(errors) < 0.9 * errors[0]  # the choice matters: near-zero shrinkage is worse here

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import median_abs_deviation
+from sklearn.linear_model import RidgeCV
 from torch import nn
 
 from nasctl.predict.models import MLP, Additive, Ensemble, Residual
@@ -46,8 +48,9 @@ class FitConfig:
 
 
 def robust_sigma(r: np.ndarray) -> float:
-    """The noise scale that outliers do not inflate: 1.4826 x the median absolute deviation."""
-    return float(1.4826 * np.median(np.abs(r - np.median(r))))
+    """The noise scale that outliers do not inflate: the median absolute deviation, scaled to a
+    normal σ."""
+    return float(median_abs_deviation(r, scale="normal"))
 
 
 def _ridge(B: np.ndarray, r: np.ndarray, alpha: float) -> np.ndarray:
@@ -56,21 +59,16 @@ def _ridge(B: np.ndarray, r: np.ndarray, alpha: float) -> np.ndarray:
     return np.linalg.lstsq(A, np.concatenate([r, np.zeros(len(A) - len(r))]), rcond=None)[0]
 
 
+LOO_GRID = np.logspace(-9, 1, 41)  # ridge strengths, relative to the largest squared singular value
+
+
 def _loo_alpha(B: np.ndarray, r: np.ndarray) -> float:
-    """The ridge strength with the lowest exact leave-one-out error (PRESS), from one SVD.
-    Not GCV: with about as many rows as entries GCV sometimes picks no shrinkage at all (3.6%
+    """The ridge strength with the lowest exact leave-one-out error (PRESS): scikit-learn's
+    RidgeCV, whose default is the efficient exact LOO (tests check it against n refits). Not
+    GCV: with about as many rows as entries GCV sometimes picks no shrinkage at all (3.6%
     against 2.0% MAPE on 100 local rows, seen); the exact LOO does not."""
-    U, s, _ = np.linalg.svd(B, full_matrices=False)
-    U, s = U[:, s > s[0] * 1e-10], s[s > s[0] * 1e-10]
-    ur = U.T @ r
-    outside = r - U @ ur  # the part of r no table can fit
-    best, best_alpha = np.inf, 0.0
-    for alpha in s[0] ** 2 * np.logspace(-9, 1, 41):
-        f = s**2 / (s**2 + alpha)
-        loo = np.mean(((U @ ((1 - f) * ur) + outside) / np.maximum(1 - U**2 @ f, 1e-12)) ** 2)
-        if loo < best:
-            best, best_alpha = loo, float(alpha)
-    return best_alpha
+    top = np.linalg.norm(B, 2) ** 2
+    return float(RidgeCV(alphas=top * LOO_GRID, fit_intercept=False).fit(B, r).alpha_)
 
 
 def fit_lut(X: np.ndarray, y: np.ndarray, robust: bool = False, features: np.ndarray | None = None, shrink: bool = True) -> Additive:
