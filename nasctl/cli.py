@@ -22,7 +22,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -324,7 +323,6 @@ def predict(
 ):
     """Predict a metric for archs (batched) or for one --arch, with the ensemble's std."""
     from nasctl.predict import Predictor
-    from nasctl.space.archfile import archs_from_frame
     from nasctl.tables import read_table, table_format, write_table
 
     if (archs is None) == (arch is None):
@@ -342,17 +340,12 @@ def predict(
         _emit(as_json, {"arch": arch, m: float(mean[0]), f"{m}_std": float(std[0]), "unit": unit},
               f"{mean[0]:.4g} ± {std[0]:.2g} {unit}")
         return
-    df = read_table(archs)
-    sp, arch_list = archs_from_frame(df, archs, space.source, **space.params.__dict__)
-    p.check_space(sp)
-    mean, std = p.predict(arch_list)
-    df = df.assign(**{f"pred_{m}": mean, f"pred_{m}_std": std})
+    df, summary = p.predict_table(read_table(archs), archs)
     if output is not None:
         write_table(df, output)
-    summary = {"archs": len(df), "metric": m, "unit": unit, "output": str(output) if output else None,
-               "min": float(mean.min()), "median": float(np.median(mean)), "max": float(mean.max())}
-    _emit(as_json, summary, f"{len(df)} archs: predicted {m} {mean.min():.4g}-{mean.max():.4g} {unit} "
-          f"(median {np.median(mean):.4g})" + (f" -> {output}" if output else ""))
+    summary["output"] = str(output) if output else None
+    _emit(as_json, summary, f"{len(df)} archs: predicted {m} {summary['min']:.4g}-{summary['max']:.4g} {unit} "
+          f"(median {summary['median']:.4g})" + (f" -> {output}" if output else ""))
 
 
 Method = Enum("Method", {m.replace("-", "_"): m for m in ALL_METHODS}, type=str)  # the library's one list
@@ -562,33 +555,9 @@ def devices(
     quiet: QuietOpt = False,
 ):
     """List the device profiles; with --check, whether each is reachable (exit 3 if any is not)."""
-    from nasctl.profile import check_device, list_profiles, load_device
+    from nasctl.profile import survey_devices
 
-    found = []
-    for name, path in list_profiles().items():
-        try:
-            dev = load_device(str(path))
-            found.append({"name": name, "transport": dev.transport, "runtime": dev.runtime,
-                          "description": dev.description, "file": str(path), "_dev": dev})
-        except UserError as e:
-            found.append({"name": name, "file": str(path), "error": str(e)})
-    if check:
-        def probe(d):
-            try:
-                facts = check_device(d["_dev"])
-                d.update(reachable=True, host=facts.get("host"), cpu_model=facts.get("cpu_model"))
-            except NasctlError as e:
-                d.update(reachable=False, error=str(e))
-
-        threads = [(d, threading.Thread(target=probe, args=(d,), daemon=True)) for d in found if "_dev" in d]
-        for _, t in threads:
-            t.start()
-        for d, t in threads:
-            t.join(max(0.0, timeout))  # the threads run side by side: the joins overlap
-            if t.is_alive():
-                d.update(reachable=False, error=f"no answer within {timeout:g} s")
-    for d in found:
-        d.pop("_dev", None)
+    found = survey_devices(check, timeout)
     t = Table(title="device profiles")
     cols = ["name", "transport", "runtime", "file"] + (["reachable", "detail"] if check else ["description"])
     for c in cols:

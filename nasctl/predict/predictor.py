@@ -86,6 +86,21 @@ class Predictor:
         idx = np.stack([a.indices for a in archs])
         return self.predict_indices(idx, batch)
 
+    def predict_table(self, df, path) -> tuple:
+        """An arch table (`nasctl sample`'s, or any with an `arch` column) with pred_<metric> and
+        pred_<metric>_std added, in the predictor's space and params unless the table says more;
+        and a summary of the predictions."""
+        from nasctl.space.archfile import archs_from_frame
+
+        space = self.space()
+        sp, archs = archs_from_frame(df, path, space.source, **space.params.__dict__)
+        self.check_space(sp)
+        mean, std = self.predict(archs)
+        m = self.metric
+        summary = {"archs": len(df), "metric": m, "unit": self.meta["unit"],
+                   "min": float(mean.min()), "median": float(np.median(mean)), "max": float(mean.max())}
+        return df.assign(**{f"pred_{m}": mean, f"pred_{m}_std": std}), summary
+
     def predict_indices(self, idx: np.ndarray, batch: int = 65536) -> tuple[np.ndarray, np.ndarray]:
         L, K = self.meta["space"]["layers"], len(self.meta["space"]["ops"])
         means, stds = [], []

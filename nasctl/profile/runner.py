@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from nasctl import __version__
-from nasctl.errors import DeviceUnreachable, UserError
-from nasctl.profile.devices import DeviceProfile
+from nasctl.errors import DeviceUnreachable, NasctlError, UserError
+from nasctl.profile.devices import DeviceProfile, list_profiles, load_device
 from nasctl.profile.store import Store
 from nasctl.profile.transports import AgentDied, LinkLost, Session, Transport, open_transport
 
@@ -128,6 +128,38 @@ def check_device(device: DeviceProfile, host: str | None = None, trust_new_host_
             return transport.start_agent(device.agent_config(device.resolution or 224), on_note).facts  # no model runs
         except AgentDied as e:
             raise DeviceUnreachable(str(e)) from None
+
+
+def survey_devices(check: bool = False, timeout: float = 20.0) -> list[dict]:
+    """Every device profile found (`list_profiles`), loaded; with `check`, each is reached and
+    its agent started, all side by side, so one dead board costs `timeout` once, not per board."""
+    found, devs = [], {}
+    for name, path in list_profiles().items():
+        try:
+            dev = load_device(str(path))
+            found.append({"name": name, "transport": dev.transport, "runtime": dev.runtime,
+                          "description": dev.description, "file": str(path)})
+            devs[name] = dev
+        except UserError as e:
+            found.append({"name": name, "file": str(path), "error": str(e)})
+    if not check:
+        return found
+
+    def probe(d):
+        try:
+            facts = check_device(devs[d["name"]])
+            d.update(reachable=True, host=facts.get("host"), cpu_model=facts.get("cpu_model"))
+        except NasctlError as e:
+            d.update(reachable=False, error=str(e))
+
+    threads = [(d, threading.Thread(target=probe, args=(d,), daemon=True)) for d in found if d["name"] in devs]
+    for _, t in threads:
+        t.start()
+    for d, t in threads:
+        t.join(max(0.0, timeout))  # the threads run side by side: the joins overlap
+        if t.is_alive():
+            d.update(reachable=False, error=f"no answer within {timeout:g} s")
+    return found
 
 
 @dataclass
