@@ -14,7 +14,11 @@ Device: this CPU (onnxruntime, 1 thread, 224x224, batch 1, `profiles/local-cpu.t
    measured together, in one quiet session, so that every latency in the table is from the same
    hour (the device drifts 3-16% between hours).
 6. train: every distinct net with one recipe (--train-limit images, --epochs, width
-   --width-mult, the `cifar` macro at 28 px), top-1 on the 10k test set, which no search sees.
+   --width-mult, the `cifar` macro at 28 px), top-1 on the 10k test set, which no search sees;
+   lightnas's (and its attempts') and random's nets first, then the references, the front and
+   the other methods' nets.
+7. --attempt NAME=ARGS: a remedy tried on lightnas (extra search args), searched at the targets,
+   verified beside the front in a quiet session of its own, trained alike.
 
 Every step keeps its output under --workdir (runs/, not committed) and is skipped when it is
 there: a run can span sessions. Steps 1-5 end in WORKDIR/measured.json (targets, front, found
@@ -243,7 +247,9 @@ def main():
         verify = pd.concat([verify, *[pd.Series(t["verify_ms"]) for t in attempts]])
         verify = verify[~verify.index.duplicated()]
 
-    nets = list(dict.fromkeys([*REFERENCES.values(), *front.arch, *found.arch]))
+    # the goal's nets first (lightnas, its attempts, random), so a run cut short still answers it
+    goal_nets = found[found.method.str.startswith("lightnas") | (found.method == "random")].arch
+    nets = list(dict.fromkeys([*goal_nets, *REFERENCES.values(), *front.arch, *found.arch]))
     with ThreadPoolExecutor(a.jobs) as pool:
         top1 = {r["arch"]: r for r in pool.map(lambda x: train_cell(a, x), nets)}
 
