@@ -112,6 +112,8 @@ def train_cell(a, arch: str) -> dict:
     done = out / "result.json"
     if done.exists():
         return json.loads(done.read_text())
+    if arch in a.trained_before:  # trained with this recipe in an earlier session (--trained)
+        return a.trained_before[arch]
     t0 = time.perf_counter()
     p = run(["retrain", arch, "--data", "fashion-mnist", "--train-limit", a.train_limit, "--width-mult", a.width_mult,
              "--epochs", a.epochs, "--eval-every", a.epochs, "--lr", a.lr, "--batch", 64, "--seed", 0, "-o", out],
@@ -226,7 +228,10 @@ def main():
                     help="a remedy tried on lightnas, as extra search args (e.g. 'alpha-lr-0.5=--alpha-lr 0.5'); "
                          "its nets are searched, verified and trained alike and reported as lightnas+NAME")
     ap.add_argument("--attempt-targets", type=float, nargs="+", help="the attempts' targets (default: all three)")
+    ap.add_argument("--trained", type=Path, help="nets trained with this recipe before (a list of training results, as "
+                                                 "WORKDIR/trained.json is written): not trained again")
     a = ap.parse_args()
+    a.trained_before = {r["arch"]: r for r in json.loads(a.trained.read_text())} if a.trained else {}
     w = a.workdir
     for sub in ("search", "train"):
         (w / sub).mkdir(parents=True, exist_ok=True)
@@ -252,6 +257,7 @@ def main():
     nets = list(dict.fromkeys([*goal_nets, *REFERENCES.values(), *front.arch, *found.arch]))
     with ThreadPoolExecutor(a.jobs) as pool:
         top1 = {r["arch"]: r for r in pool.map(lambda x: train_cell(a, x), nets)}
+    (w / "trained.json").write_text(json.dumps(list(top1.values()), indent=1))  # the record --trained reads
 
     front = front.assign(latency_ms=front.arch.map(verify), top1=front.arch.map(lambda x: top1[x]["top1"]))
     found = found.assign(latency_ms=found.arch.map(verify), top1=found.arch.map(lambda x: top1[x]["top1"]))
