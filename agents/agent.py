@@ -40,8 +40,6 @@ try:  # beside this file: as a script, and inside the zipapp that is deployed
 except ImportError:  # imported as the nasctl_agents package (the tests, the local host)
     from nasctl_agents import protocol as P
 
-PROTOCOL = P.TIMING
-
 
 # ---- device facts ------------------------------------------------------------------------
 def _read(path: Path) -> str | None:
@@ -532,7 +530,7 @@ class TrtPrepared:
         self.trtexec, self.engine, self.info = trtexec, engine, info
 
     def time(self, protocol: dict) -> tuple[list[float], float]:
-        p = {**PROTOCOL, **protocol}
+        p = {**P.TIMING, **protocol}
         times_json = self.engine + ".times.json"
         argv = [self.trtexec, f"--loadEngine={self.engine}", f"--exportTimes={times_json}",
                 f"--warmUp={int(1000 * p['warmup_s'])}", f"--duration={max(1, math.ceil(p['min_time_s']))}",
@@ -563,7 +561,7 @@ def time_model(run, protocol: dict) -> tuple[list[float], float]:
 
     Returns the per-run milliseconds and the seconds spent inside the timed loop.
     """
-    p = {**PROTOCOL, **protocol}
+    p = {**P.TIMING, **protocol}
     clock = time.perf_counter
     t0, k = clock(), 0
     while k < p["warmup_runs"] or clock() - t0 < p["warmup_s"]:
@@ -600,7 +598,7 @@ def other_busy(before, after, own: int, threads: int) -> float | None:
 
 def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, ...] = (), meter=None,
             energy_note: str | None = None) -> dict:
-    p = {**PROTOCOL, **config.get("protocol", {})}
+    p = {**P.TIMING, **config.get("protocol", {})}
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     prepared = runtime.prepare(model, config["input_shape"])
     load0 = loadavg_1m(root)

@@ -45,7 +45,7 @@ def agent_app() -> Path:
     data = buf.getvalue()
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nasctl"
     path = root / f"agent-{hashlib.sha256(data).hexdigest()[:12]}.pyz"
-    if not path.exists() or path.read_bytes() != data:
+    if not path.exists():  # named by its content, and written whole (atomic_write)
         atomic_write(path, data)
     return path
 
