@@ -436,7 +436,7 @@ class Prepared:
     def __init__(self, run, info: dict):
         self.run, self.info = run, info
 
-    def time(self, protocol: dict) -> tuple[list[float], float]:
+    def time(self, protocol: dict) -> tuple[list[float], float, float]:
         return time_model(self.run, protocol)
 
 
@@ -445,6 +445,7 @@ _TRT_VERSION = re.compile(r"TensorRT version:\s*(\d+(?:\.\d+)+)")
 _TRT_DEVICE = re.compile(r"Selected Device:\s*(.+?)\s*$", re.M)
 _TRT_CC = re.compile(r"Compute Capability:\s*(\d+\.\d+)")
 _TRT_PASSED = re.compile(r"&&&& PASSED TensorRT\.trtexec")
+_TRT_TRACE_DONE = re.compile(r"(Warmup completed|Timing trace has) \d+ queries")  # printed when inference stops
 _TRT_GPU_COMPUTE = re.compile(r"GPU Compute Time:\s*min = ([\d.]+) ms, max = ([\d.]+) ms, mean = ([\d.]+) ms, median = ([\d.]+) ms")
 
 
@@ -529,19 +530,27 @@ class TrtPrepared:
     def __init__(self, trtexec: str, engine: str, info: dict):
         self.trtexec, self.engine, self.info = trtexec, engine, info
 
-    def time(self, protocol: dict) -> tuple[list[float], float]:
+    def time(self, protocol: dict) -> tuple[list[float], float, float]:
+        """trtexec's own loop; the window (for energy) ends when trtexec reports the timing trace,
+        which it prints as soon as inference stops, so its teardown stays outside."""
         p = {**P.TIMING, **protocol}
         times_json = self.engine + ".times.json"
         argv = [self.trtexec, f"--loadEngine={self.engine}", f"--exportTimes={times_json}",
                 f"--warmUp={int(1000 * p['warmup_s'])}", f"--duration={max(1, math.ceil(p['min_time_s']))}",
                 f"--iterations={int(p['min_runs'])}", "--avgRuns=1"]
-        r = subprocess.run(argv, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"trtexec timing failed: {P.last_line(r.stdout + r.stderr, f'exit {r.returncode}')}")
+        end, lines = None, []
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            for line in proc.stdout:
+                if end is None and _TRT_TRACE_DONE.search(line):
+                    end = time.perf_counter()
+                lines.append(line)
+        if proc.returncode != 0:
+            raise RuntimeError(f"trtexec timing failed: {P.last_line(''.join(lines), f'exit {proc.returncode}')}")
+        end = end if end is not None else time.perf_counter()  # an unknown log format: up to the exit
         text = Path(times_json).read_text()
         times = parse_export_times(text)[: int(p["max_runs"])]
         span = (parse_export_times(text, "endComputeMs")[len(times) - 1] - parse_export_times(text, "startComputeMs")[0]) / 1e3
-        return times, span
+        return times, end - span, end
 
 
 class ConfigError(Exception):
@@ -556,10 +565,11 @@ RUNTIMES = {"onnxruntime": OnnxRuntime, "tensorrt": TensorRT, "tflite": TfLite}
 
 
 # ---- the protocol --------------------------------------------------------------------------
-def time_model(run, protocol: dict) -> tuple[list[float], float]:
+def time_model(run, protocol: dict) -> tuple[list[float], float, float]:
     """Warm up, then time runs until the median's CI is tight or a limit is hit.
 
-    Returns the per-run milliseconds and the seconds spent inside the timed loop.
+    Returns the per-run milliseconds and the timed loop's start and end (perf_counter seconds),
+    the window that the energy meter integrates over.
     """
     p = {**P.TIMING, **protocol}
     clock = time.perf_counter
@@ -583,7 +593,7 @@ def time_model(run, protocol: dict) -> tuple[list[float], float]:
             and converged(times, p["ci_rel"])
         ):
             break
-    return times, clock() - start
+    return times, start, clock()
 
 
 def other_busy(before, after, own: int, threads: int) -> float | None:
@@ -607,14 +617,13 @@ def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, .
     for retries in range(int(p["interference_retries"]) + 1):  # noqa: B007 - the count is reported
         cpu0, own0 = cpu_jiffies(root), own_jiffies(root, exclude)
         with meter or contextlib.nullcontext():
-            times, spent = prepared.time(p)
-            t1 = time.perf_counter()
+            times, t0, t1 = prepared.time(p)
         busy = other_busy(cpu0, cpu_jiffies(root), own_jiffies(root, exclude) - own0, runtime.threads)
         if busy is None or busy <= p["max_other_busy"]:
             break
     if meter is not None:
         try:
-            mj, watts = meter.window(t1 - spent, t1)
+            mj, watts = meter.window(t0, t1)
             energy.update(energy_mj=mj / len(times), power_w_mean=watts, energy_note=None)
         except NoEnergySource as e:
             energy["energy_note"] = str(e)
@@ -625,7 +634,7 @@ def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, .
         **prepared.info,
         **summarize(times),
         "converged": converged(times, p["ci_rel"]),
-        "timed_s": spent,
+        "timed_s": t1 - t0,
         "loadavg_1m": load0,
         "other_cores_busy": busy,
         "interference_retries": retries,

@@ -26,7 +26,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from clirun import nasctl  # noqa: E402
 from devicehost import DeviceHost, unavailable  # noqa: E402
-from nasctl.profile import Store, load_device, profile_archs  # noqa: E402
+from nasctl.device import load_device  # noqa: E402
+from nasctl.profile import Store, profile_archs  # noqa: E402
 from nasctl.space.archfile import read_archs  # noqa: E402
 
 

@@ -100,15 +100,16 @@ def sample(
     quiet: QuietOpt = False,
 ):
     """Draw distinct architectures from a search space."""
+    from nasctl.models.cost import archs_frame, cost_table
     from nasctl.space import load_space
-    from nasctl.space.archfile import archs_frame
     from nasctl.space.sample import sample as draw
     from nasctl.tables import table_format, write_table
 
     table_format(output)
     output_path(output, inputs=(space,))
     sp = load_space(space, resolution=resolution, width_mult=width_mult, num_classes=num_classes, macro=macro)
-    df = archs_frame(sp, draw(sp, n, seed, stratify.value))
+    spread = None if stratify is Stratify.none else getattr(cost_table(sp), stratify.value)
+    df = archs_frame(sp, draw(sp, n, seed, spread))
     write_table(df, output)
     summary = {
         "output": str(output), "space": sp.name, "n": len(df), "seed": seed, "stratify": stratify.value,
@@ -198,17 +199,13 @@ def profile(
     quiet: QuietOpt = False,
 ):
     """Measure archs on a device; rows are stored as they arrive, and a rerun skips them."""
-    from nasctl.profile import Store, check_device, load_device, profile_archs
+    from nasctl.device import load_device
+    from nasctl.profile import Store, check_device, profile_archs
     from nasctl.space.archfile import read_arch_ref, read_archs
     from nasctl.tables import table_format
 
     dev = load_device(device)
-    if host and serial:
-        raise UserError("--host is for SSH devices, --serial for adb ones: not both")
-    if (host and dev.transport != "ssh") or (serial and dev.transport != "adb"):
-        raise UserError(f"device {dev.name!r} uses the {dev.transport} transport: "
-                        f"{'--host' if host else '--serial'} does not apply")
-    hosts = host or serial or [None]
+    hosts = dev.targets(host, serial)
     note = (lambda text: None) if quiet else (lambda text: err.print(f"[yellow]{text}[/]"))
     if check:
         facts = [check_device(dev, h, trust_new_host_key, note) for h in hosts]

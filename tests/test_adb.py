@@ -158,7 +158,7 @@ Memory footprint delta from the start of the tool (MB): init=5.07422 overall=10.
 
 
 def test_benchmark_model_output_is_parsed():
-    from nasctl.profile.transports.adb import parse_benchmark_model
+    from nasctl.device.transports.adb import parse_benchmark_model
 
     r = parse_benchmark_model(BENCHMARK_MODEL_OUT)
     assert r["n_runs"] == 71 and r["latency_ms"] == pytest.approx(14.0838) and r["latency_stat"] == "mean"

@@ -9,7 +9,7 @@ import torch
 
 from conftest import DATA, nasctl
 from nasctl.errors import UserError
-from nasctl.models import arch_cost, build, count
+from nasctl.models import arch_cost, build, cost_table, count
 from nasctl.space import load_space
 from nasctl.space.cells import EDGES, NONE
 from nasctl.space.sample import sample
@@ -48,7 +48,7 @@ def test_genotype_strings_round_trip_and_bad_ones_say_why():
 @pytest.mark.parametrize("stratify", ["none", "macs"])
 def test_samples_are_valid_genotypes_and_costs_are_exact(stratify):
     sp = load_space("darts")
-    idx = sample(sp, 12, 0, stratify)
+    idx = sample(sp, 12, 0, None if stratify == "none" else cost_table(sp).macs)
     assert len({r.tobytes() for r in idx}) == 12
     for row in idx[:4]:
         a = sp.from_indices(row)  # raises unless every node keeps 2 inputs
@@ -154,3 +154,10 @@ def test_the_report_draws_a_genotype_as_a_strip_of_edges():
 
     png = base64.b64decode(layer_strip([("darts v2", load_space("darts").parse(DARTS_V2).ops)]))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_op_a_cell_space_may_name_is_built():
+    from nasctl.models.cells import BUILDERS
+    from nasctl.space.cells import OPS
+
+    assert set(BUILDERS) == set(OPS)

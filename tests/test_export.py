@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import time
 
 import onnx
 import pytest
@@ -94,6 +95,9 @@ def test_trtexec_log_and_times_parsers():
         parse_export_times("[]")
 
 
+TEARDOWN_S = 0.6
+
+
 def test_agent_tensorrt_runtime_builds_on_the_device_and_times_from_export_times(tmp_path, monkeypatch):
     """A trtexec stand-in (documented log and --exportTimes format) on PATH, as on a Jetson."""
     from nasctl_agents import agent
@@ -112,8 +116,15 @@ if "exportTimes" in opts:
     recs = [{{"count": 40}}] + [{{"startComputeMs": 3.0 * i, "endComputeMs": 3.0 * i + 2.3 + 0.01 * (i % 3),
              "computeMs": 2.3 + 0.01 * (i % 3), "latencyMs": 2.4}} for i in range(40)]
     open(opts["exportTimes"], "w").write(json.dumps(recs))
+if "loadEngine" in opts:  # the timing run: inference, its prolog lines at once, then a slow teardown
+    import time
+    print("[I] Starting inference", flush=True)
+    time.sleep(0.2)
+    print("[I] Warmup completed 6 queries over 200 ms", flush=True)
+    print("[I] Timing trace has 40 queries over 0.119 s", flush=True)
+    time.sleep(TEARDOWN_S)
 print({TRTEXEC_LOG!r})
-""")
+""".replace("TEARDOWN_S", str(TEARDOWN_S)))
     (bin_ / "trtexec").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_}:{__import__('os').environ['PATH']}")
     model = tmp_path / "m.onnx"
@@ -129,3 +140,7 @@ print({TRTEXEC_LOG!r})
     assert row["provider"] == "tensorrt" and row["tensorrt_version"] == "8.5.2" and row["gpu"] == "Xavier"
     assert row["n_runs"] == 40 and row["latency_ms"] == pytest.approx(2.31) and row["latency_min_ms"] == pytest.approx(2.3)
     assert row["timed_s"] == pytest.approx((3.0 * 39 + 2.3 + 0.01 * 0) / 1e3)
+    # The energy window is the timed loop: it ends when trtexec reports the trace, not at its exit.
+    prepared = rt.prepare(str(model), cfg["input_shape"])
+    t0, t1 = prepared.time(cfg["protocol"])[1:]
+    assert time.perf_counter() - t1 >= 0.8 * TEARDOWN_S and t1 - t0 == pytest.approx(0.1193)

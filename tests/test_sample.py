@@ -24,7 +24,7 @@ def test_stratified_spreads_cost_evenly(key):
     def cost(idx):
         m, p = t.of(idx)
         return m if key == "macs" else p
-    uni, strat = cost(sample(s, 300, seed=0)), cost(sample(s, 300, seed=0, stratify=key))
+    uni, strat = cost(sample(s, 300, seed=0)), cost(sample(s, 300, seed=0, spread=getattr(t, key)))
     tab = t.macs if key == "macs" else t.params
     lo = np.where(s.allowed, tab, np.inf).min(1).sum() + (t.fixed_macs if key == "macs" else t.fixed_params)
     hi = np.where(s.allowed, tab, -np.inf).max(1).sum() + (t.fixed_macs if key == "macs" else t.fixed_params)
@@ -32,12 +32,10 @@ def test_stratified_spreads_cost_evenly(key):
     # Close to uniform over the whole range, unlike plain sampling which piles up in the middle.
     assert stats.kstest(u, "uniform").pvalue > 0.01
     assert np.std(strat) > 2 * np.std(uni)
-    assert len({r.tobytes() for r in sample(s, 300, seed=0, stratify=key)}) == 300
+    assert len({r.tobytes() for r in sample(s, 300, seed=0, spread=getattr(t, key))}) == 300
 
 
 def test_bad_requests():
     s = load_space("proxyless")
     with pytest.raises(UserError):
         sample(s, 0)
-    with pytest.raises(UserError, match="unknown stratify"):
-        sample(s, 5, stratify="flops")

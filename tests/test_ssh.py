@@ -8,7 +8,8 @@ import pytest
 
 from conftest import nasctl
 from devicehost import DEVICE_PYTHON, DeviceHost, unavailable
-from nasctl.profile import Store, load_device, profile_archs
+from nasctl.device import load_device
+from nasctl.profile import Store, profile_archs
 from nasctl.space.archfile import read_archs
 from test_profile import SCHEMA
 

@@ -54,7 +54,7 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, *, opset: int
         raise UserError("--host names the board of --device (with --format trt)")
     dev = None
     if device is not None:
-        from nasctl.profile import load_device
+        from nasctl.device import load_device
 
         dev = load_device(device)
     arch, model, ckpt = load_trained(model_dir)

@@ -79,9 +79,9 @@ def export_trt_on_device(model, arch, shape, out: Path, ckpt: str, opset: int, d
                          trust_new_host_key: bool = False) -> dict:
     """ONNX here, the engine built on the device by its agent (`trtexec --saveEngine`), then the
     engine and trtexec's build log fetched back; precision and workspace come from the profile."""
+    from nasctl.device.transports import open_transport
     from nasctl.export import _arch_info, sidecar_path
     from nasctl.export.onnx import export_onnx
-    from nasctl.profile.transports import open_transport
     from nasctl.tables import atomic_write, to_json
 
     if device.runtime != "tensorrt":

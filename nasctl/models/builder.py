@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nasctl.models.cells import CellNet
 from nasctl.space.cells import CellSpace
 from nasctl.space.space import Arch, SearchSpace, parse_op
 
@@ -126,8 +127,6 @@ class Net(Macro):
 def build(arch: Arch, dropout: float = 0.0) -> nn.Module:
     """The standalone network; `dropout` sits before the classifier (0.2 in the retrain recipe)."""
     if isinstance(arch.space, CellSpace):
-        from nasctl.models.cells import CellNet
-
         return CellNet(arch, dropout)
     return Net(arch, dropout)
 
@@ -135,34 +134,3 @@ def build(arch: Arch, dropout: float = 0.0) -> nn.Module:
 def input_shape(space: SearchSpace, batch: int = 1) -> tuple[int, int, int, int]:
     r = space.params.resolution
     return (batch, 3, r, r)
-
-
-def count(module: nn.Module, shape) -> tuple[int, int]:
-    """(MACs, params) of a module for one input of `shape`, counted by hooks during a forward.
-
-    MACs are those of convolutions and linear layers (the usual convention; BN and activations
-    fold away at deployment). Build the module under ``torch.device("meta")`` and this costs no
-    memory and almost no time.
-    """
-    macs = 0
-
-    def hook(m, inp, out):
-        nonlocal macs
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0] * m.kernel_size[1]
-            macs += out[0].numel() * (m.in_channels // m.groups) * k
-        elif isinstance(m, nn.Linear):
-            macs += m.in_features * m.out_features
-
-    params = list(module.parameters())
-    device = params[0].device if params else torch.device("meta")
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = module.training
-    try:
-        with torch.no_grad():
-            module.eval()(torch.empty(shape, device=device))  # eval: BN accepts 1x1 maps
-    finally:
-        module.train(was_training)
-        for h in handles:
-            h.remove()
-    return macs, sum(p.numel() for p in params)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasctl.models.builder import count
+from nasctl.models.count import FIELDS, count_all
 from nasctl.space.cells import EDGES, NODES, NONE, CellSpace
 
 
@@ -44,7 +44,7 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.a(x), self.b(F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:])], 1))
 
 
-OPS = {
+BUILDERS = {
     "sep3": lambda c, s: nn.Sequential(dil_conv(c, 3, s, 1), dil_conv(c, 3, 1, 1)),
     "sep5": lambda c, s: nn.Sequential(dil_conv(c, 5, s, 1), dil_conv(c, 5, 1, 1)),
     "dil3": lambda c, s: dil_conv(c, 3, s, 2),
@@ -57,7 +57,7 @@ OPS = {
 
 
 def make_op(op: str, c: int, stride: int) -> nn.Module:
-    return OPS[op](c, stride)
+    return BUILDERS[op](c, stride)
 
 
 class CellInputs(nn.Module):
@@ -110,9 +110,9 @@ class CellNet(nn.Module):
         return self.classifier(self.dropout(self.pool(s1)))
 
 
-def edge_costs(space: CellSpace) -> tuple:
-    """L x K MACs and params of each op on each edge, summed over the cells of its type."""
-    macs, params = np.zeros(space.allowed.shape, np.int64), np.zeros(space.allowed.shape, np.int64)
+def edge_costs(space: CellSpace) -> dict[str, np.ndarray]:
+    """L x K tables (`count_all`'s figures) of each op on each edge, summed over the cells of its type."""
+    tables = {k: np.zeros(space.allowed.shape, np.int64) for k in FIELDS}
     for spec in space.cells:
         first = len(EDGES) if spec["reduce"] else 0
         for e, (_, inp) in enumerate(EDGES):
@@ -123,7 +123,6 @@ def edge_costs(space: CellSpace) -> tuple:
                 hw = -(-spec["hw"] // 2) if spec["reduce"] and inp >= 2 else spec["hw"]  # nodes of a reduction cell are halved
                 with torch.device("meta"):
                     m = make_op(op, spec["C"], stride)
-                got = count(m, (1, spec["C"], hw, hw))
-                macs[first + e, k] += got[0]
-                params[first + e, k] += got[1]
-    return macs, params
+                for key, v in count_all(m, (1, spec["C"], hw, hw)).items():
+                    tables[key][first + e, k] += v
+    return tables

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from nasctl import __version__
-from nasctl.models.builder import build, count, make_block
+from nasctl.models.builder import build, make_block
+from nasctl.models.cells import edge_costs
+from nasctl.models.count import FIELDS, count, count_all
 from nasctl.space.cells import CellSpace
-from nasctl.space.sample import draw
 from nasctl.space.space import Arch, SearchSpace
 from nasctl.tables import atomic_write
 
@@ -31,6 +33,9 @@ class CostTable:
     fixed_params: int
     macs: np.ndarray  # L x K, 0 where the op is not allowed
     params: np.ndarray
+    dw_macs: np.ndarray  # L x K: the depthwise share of macs
+    traffic: np.ndarray  # L x K: elements read and written by the convolutions
+    convs: np.ndarray  # L x K: convolutions (kernel launches)
 
     def of(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """MACs and params for archs given as an (N, L) array of op indices."""
@@ -47,10 +52,22 @@ class CostTable:
         where measured rows are few."""
         return np.stack([self.macs / 1e6, self.params / 1e6, (self.macs > 0).astype(float)], -1)
 
+    def device_features(self) -> np.ndarray:
+        """L x K x 6: `features` plus the depthwise MMACs, M elements of traffic and the count of
+        convolutions. A device's speed differs from another's mostly in what it pays for these
+        (memory-bound boards pay for traffic, GPUs at batch 1 per launch), so a new device's table
+        is fitted from them and from the tables of devices already measured (`predict.transfer`).
+        On HELP's devices they lift the best table made of them from rho 0.84 to 0.92 (GTX
+        1080 Ti, batch 1); the default LUT keeps the 3, as its figures were measured with."""
+        return np.concatenate([self.features(), np.stack([self.dw_macs / 1e6, self.traffic / 1e6, self.convs.astype(float)], -1)], -1)
+
 
 def _cache_file(space: SearchSpace) -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return root / "nasctl" / f"costs-{__version__}-{space.definition_hash[:24]}.npz"  # builder changes bump the version
+
+
+
 
 
 @functools.cache
@@ -59,12 +76,12 @@ def cost_table(space: SearchSpace) -> CostTable:
     cache = _cache_file(space)
     try:
         with np.load(cache) as z:
-            return CostTable(int(z["fixed_macs"]), int(z["fixed_params"]), z["macs"], z["params"])
+            return CostTable(int(z["fixed_macs"]), int(z["fixed_params"]), *(z[k] for k in FIELDS))
     except (OSError, KeyError, ValueError):
-        pass
+        pass  # none yet, or written by a version with fewer tables
     table = _count_table(space)
     buf = io.BytesIO()
-    np.savez(buf, fixed_macs=table.fixed_macs, fixed_params=table.fixed_params, macs=table.macs, params=table.params)
+    np.savez(buf, fixed_macs=table.fixed_macs, fixed_params=table.fixed_params, **{k: getattr(table, k) for k in FIELDS})
     try:
         atomic_write(cache, buf.getvalue())
     except OSError:
@@ -74,25 +91,23 @@ def cost_table(space: SearchSpace) -> CostTable:
 
 def _count_table(space: SearchSpace | CellSpace) -> CostTable:
     if isinstance(space, CellSpace):
-        from nasctl.models.cells import edge_costs
-
-        macs, params = edge_costs(space)
+        tables = edge_costs(space)
     else:
-        macs, params = np.zeros(space.allowed.shape, np.int64), np.zeros(space.allowed.shape, np.int64)
+        tables = {k: np.zeros(space.allowed.shape, np.int64) for k in FIELDS}
         for l in space.layers:
             for op in l.ops:
                 with torch.device("meta"):  # build without memory; count outside the mode (10x faster)
                     block = make_block(space, l.in_ch, l.out_ch, l.stride, op)
-                macs[l.index, space.ops.index(op)], params[l.index, space.ops.index(op)] = count(
-                    block, (1, l.in_ch, l.in_hw, l.in_hw)
-                )
+                for k, v in count_all(block, (1, l.in_ch, l.in_hw, l.in_hw)).items():
+                    tables[k][l.index, space.ops.index(op)] = v
     # The fixed part: a whole net less its searchable layers, counted on any valid arch.
-    some = draw(space, np.zeros((1,) + space.allowed.shape), np.random.default_rng(0))[0]
+    some = space.draw(np.zeros((1,) + space.allowed.shape), np.random.default_rng(0))[0]
     with torch.device("meta"):
         net = build(space.from_indices(some))
     total_macs, total_params = count(net, (1, 3, space.params.resolution, space.params.resolution))
     rows = np.arange(len(some)), some
-    return CostTable(int(total_macs - macs[rows].sum()), int(total_params - params[rows].sum()), macs, params)
+    return CostTable(int(total_macs - tables["macs"][rows].sum()), int(total_params - tables["params"][rows].sum()),
+                     *(tables[k] for k in FIELDS))
 
 
 def arch_info(arch: Arch) -> dict:
@@ -111,3 +126,21 @@ def arch_cost(arch: Arch) -> tuple[int, int]:
     """(MACs, params) of one arch."""
     m, p = cost_table(arch.space).of(arch.indices)
     return int(m[0]), int(p[0])
+
+
+def archs_frame(space: SearchSpace, idx: np.ndarray) -> pd.DataFrame:
+    """The arch file's rows (see `nasctl.space.archfile`) for (N, L) op indices, exact costs included."""
+    macs, params = cost_table(space).of(idx)
+    archs = [space.from_indices(row) for row in idx]
+    p = space.params
+    return pd.DataFrame({
+        "arch_id": [a.id for a in archs],
+        "arch": [a.string for a in archs],
+        "space": space.source,
+        "macro": p.macro,
+        "resolution": p.resolution,
+        "width_mult": p.width_mult,
+        "num_classes": p.num_classes,
+        "macs": macs,
+        "params": params,
+    })

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from nasctl import __version__
+from nasctl.device.profiles import DeviceProfile, list_profiles, load_device
+from nasctl.device.transports import AgentDied, LinkLost, Session, Transport, open_transport
 from nasctl.errors import DeviceUnreachable, NasctlError, UserError
-from nasctl.profile.devices import DeviceProfile, list_profiles, load_device
 from nasctl.profile.store import Store
-from nasctl.profile.transports import AgentDied, LinkLost, Session, Transport, open_transport
 
 if TYPE_CHECKING:
     from nasctl.space.space import Arch, SearchSpace

@@ -18,9 +18,9 @@ import pandas as pd
 import torch.distributed as dist
 
 from nasctl.data import load_data
+from nasctl.device import load_device
 from nasctl.errors import NasctlError, UserError
 from nasctl.predict import Predictor
-from nasctl.profile.devices import load_device
 from nasctl.search import METHODS
 from nasctl.search.baselines import evolution_search, random_search
 from nasctl.search.constraints import Constraint, build_constraints, derive, reachable

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from nasctl.errors import UserError
@@ -19,25 +18,6 @@ from nasctl.tables import read_table
 from nasctl.validate import shown
 
 PARAM_COLUMNS = ("macro", "resolution", "width_mult", "num_classes")
-
-
-def archs_frame(space: SearchSpace, idx: np.ndarray) -> pd.DataFrame:
-    from nasctl.models.cost import cost_table  # models imports space; keep the cycle lazy
-
-    macs, params = cost_table(space).of(idx)
-    archs = [space.from_indices(row) for row in idx]
-    p = space.params
-    return pd.DataFrame({
-        "arch_id": [a.id for a in archs],
-        "arch": [a.string for a in archs],
-        "space": space.source,
-        "macro": p.macro,
-        "resolution": p.resolution,
-        "width_mult": p.width_mult,
-        "num_classes": p.num_classes,
-        "macs": macs,
-        "params": params,
-    })
 
 
 def _single(df: pd.DataFrame, col: str, path) -> object:

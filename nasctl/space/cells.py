@@ -21,9 +21,12 @@ from typing import ClassVar
 import numpy as np
 
 from nasctl.errors import UserError
+from nasctl.space.base import Arch, check_params, digest, draw_layers, macro_shape, new_params
 from nasctl.validate import shown
 
 NONE = "none"
+# The ops a cell space may name; nasctl.models.cells builds each of them.
+OPS = ("sep3", "sep5", "dil3", "dil5", "max3", "avg3", "skip", NONE)
 NODES = 4
 EDGES = tuple((node, inp) for node in range(NODES) for inp in range(node + 2))  # 14: node takes inp
 
@@ -92,19 +95,13 @@ class CellSpace:
 
     @functools.cached_property
     def structure_hash(self) -> str:
-        from nasctl.space.space import _hash
-
-        return _hash({"name": self.name, "kind": "cells", "ops": self.ops, "edges": EDGES})
+        return digest({"name": self.name, "kind": "cells", "ops": self.ops, "edges": EDGES})
 
     @functools.cached_property
     def definition_hash(self) -> str:
-        from nasctl.space.space import _hash, macro_shape
-
-        return _hash({"structure": self.structure_hash, "macro": macro_shape(self.macro), "params": self.params.__dict__})
+        return digest({"structure": self.structure_hash, "macro": macro_shape(self.macro), "params": self.params.__dict__})
 
     def with_params(self, **overrides) -> CellSpace:
-        from nasctl.space.space import new_params
-
         params = new_params(self, overrides)
         return self if params is None else validated(replace(self, params=params))
 
@@ -120,8 +117,6 @@ class CellSpace:
         return ",".join(cells)
 
     def parse(self, text: str):
-        from nasctl.space.space import Arch
-
         text = str(text).strip()
         cells = text.split(",")
         if len(cells) != 2:
@@ -147,8 +142,6 @@ class CellSpace:
         return Arch(self, tuple(ops))
 
     def from_indices(self, idx):
-        from nasctl.space.space import Arch
-
         ops = tuple(self.ops[int(i)] for i in idx)
         for c in range(2):
             for node in range(NODES):
@@ -166,8 +159,6 @@ class CellSpace:
     def draw(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(N, 28) op indices of valid genotypes: per node 2 distinct inputs uniformly, their ops
         from softmax(logits) over the ops other than none."""
-        from nasctl.space.sample import draw_layers
-
         ops = draw_layers(self.allowed & (np.arange(len(self.ops)) != self.none_index), logits, rng)
         keep = np.zeros_like(ops, dtype=bool)
         n = len(ops)
@@ -202,8 +193,6 @@ def from_doc(doc: dict, source: str, params) -> CellSpace:
 
 
 def validated(space: CellSpace) -> CellSpace:
-    from nasctl.models.cells import OPS
-    from nasctl.space.space import check_params
 
     where = check_params(space)
     if NONE not in space.ops or len(set(space.ops)) != len(space.ops):

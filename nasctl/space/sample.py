@@ -14,23 +14,6 @@ from nasctl.errors import UserError
 from nasctl.space.cells import NONE
 from nasctl.space.space import SearchSpace
 
-STRATIFY = ("none", "macs", "params")
-
-
-def draw(space, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(N, L) op indices of valid archs, each layer's op from softmax(logits) over allowed ops
-    (a cell space also picks which inputs each node keeps)."""
-    return space.draw(logits, rng) if hasattr(space, "draw") else draw_layers(space.allowed, logits, rng)
-
-
-def draw_layers(allowed: np.ndarray, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(N, L) op indices, each layer sampled from softmax(logits) restricted to allowed ops."""
-    z = np.where(allowed[None], logits, -np.inf)
-    p = np.exp(z - z.max(-1, keepdims=True))
-    cdf = np.cumsum(p / p.sum(-1, keepdims=True), -1)
-    u = rng.random(cdf.shape[:2] + (1,))
-    return np.minimum((u > cdf).sum(-1), allowed.shape[1] - 1)
-
 
 def _unique_rows(idx: np.ndarray, seen: set) -> list[np.ndarray]:
     out = []
@@ -42,31 +25,29 @@ def _unique_rows(idx: np.ndarray, seen: set) -> list[np.ndarray]:
     return out
 
 
-def sample(space: SearchSpace, n: int, seed: int = 0, stratify: str = "none") -> np.ndarray:
-    """n distinct archs as an (n, L) array of op indices; the same seed gives the same archs."""
+def sample(space: SearchSpace, n: int, seed: int = 0, spread: np.ndarray | None = None) -> np.ndarray:
+    """n distinct archs as an (n, L) array of op indices; the same seed gives the same archs.
+
+    `spread`: an L x K cost table (e.g. the exact MACs of `nasctl.models.cost_table`) whose sum
+    the archs spread evenly over; None samples uniformly. The caller passes it, so this module
+    needs no model code."""
     if n < 1:
         raise UserError("--n must be at least 1")
-    if stratify not in STRATIFY:
-        raise UserError(f"unknown stratify {stratify!r} (one of: {', '.join(STRATIFY)})")
     allowed = space.allowed
     size = space.describe()["size"]
     if n > size:
         raise UserError(f"space {space.name!r} has only {int(size)} archs, asked for {n}")
     rng = np.random.default_rng(seed)
     seen: set = set()
-    if stratify == "none":
+    if spread is None:
         got: list[np.ndarray] = []
         while len(got) < n:
-            got += _unique_rows(draw(space, np.zeros((1,) + allowed.shape), rng), seen)[: n - len(got)]
+            got += _unique_rows(space.draw(np.zeros((1,) + allowed.shape), rng), seen)[: n - len(got)]
         return np.stack(got)
-    return _stratified(space, n, rng, stratify)
+    return _stratified(space, n, rng, np.asarray(spread, dtype=float))
 
 
-def _stratified(space: SearchSpace, n: int, rng: np.random.Generator, key: str) -> np.ndarray:
-    from nasctl.models.cost import cost_table  # models imports space; keep the cycle lazy
-
-    table = cost_table(space)
-    cost = (table.macs if key == "macs" else table.params).astype(float)
+def _stratified(space: SearchSpace, n: int, rng: np.random.Generator, cost: np.ndarray) -> np.ndarray:
     allowed = space.allowed
     ops = allowed & (np.asarray(space.ops) != NONE)  # an absent edge is no op to tilt towards
     lo = np.where(ops, cost, np.inf).min(1, keepdims=True)
@@ -80,7 +61,7 @@ def _stratified(space: SearchSpace, n: int, rng: np.random.Generator, key: str) 
     # Tilts from strongly-cheap to strongly-dear reach both tails; a tilt of 0 is uniform.
     for _ in range(8):
         tilt = rng.uniform(-12, 12, size=(max(20 * n, 4000), 1, 1))
-        pool += _unique_rows(draw(space, tilt * norm[None], rng), seen)
+        pool += _unique_rows(space.draw(tilt * norm[None], rng), seen)
         idx = np.stack(pool)
         c = cost[np.arange(allowed.shape[0]), idx].sum(1)
         bins = np.clip(np.searchsorted(edges, c, side="right") - 1, 0, n - 1)

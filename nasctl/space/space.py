@@ -9,8 +9,6 @@ space is no second-class citizen. An architecture is one op name per searchable 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import re
 import tomllib
@@ -23,6 +21,7 @@ import numpy as np
 
 from nasctl.errors import UserError
 from nasctl.space import cells, schema
+from nasctl.space.base import Arch, Params, check_params, digest, draw_layers, macro_shape, new_params
 from nasctl.space.cells import CellSpace
 from nasctl.space.zoo import is_zoo, zoo_entry
 from nasctl.validate import shown
@@ -61,16 +60,6 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     """Round channels to a multiple of 8, never below 90% of v (MobileNetV2's rule)."""
     new = max(divisor, int(v + divisor / 2) // divisor * divisor)
     return new + divisor if new < 0.9 * v else new
-
-
-@dataclass(frozen=True)
-class Params:
-    """What a user may change on any space without editing it; part of every device config."""
-
-    macro: str
-    resolution: int
-    width_mult: float
-    num_classes: int
 
 
 @dataclass(frozen=True)
@@ -183,7 +172,7 @@ class SearchSpace:
         stable when a search runs on the CIFAR macro and deploys on the ImageNet one.
         """
         doc = {"name": self.name, "ops": self.ops, "allowed": self.allowed.tolist()}
-        return _hash(doc)
+        return digest(doc)
 
     @functools.cached_property
     def definition_hash(self) -> str:
@@ -196,7 +185,7 @@ class SearchSpace:
             "expand_e1": self.expand_e1,
             "params": self.params.__dict__,
         }
-        return _hash(doc)
+        return digest(doc)
 
     def with_params(self, **overrides) -> SearchSpace:
         """The same space with some params changed (None values are ignored)."""
@@ -235,6 +224,10 @@ class SearchSpace:
         """L x K: the ops each layer may change to and stay a valid arch (any allowed op)."""
         return self.allowed
 
+    def draw(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(N, L) op indices of valid archs, each layer's op from softmax(logits) over its allowed ops."""
+        return draw_layers(self.allowed, logits, rng)
+
     def cost_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
         """The cheapest and dearest arch's cost, from each layer's cheapest and dearest op."""
         return float(lo.sum()), float(hi.sum())
@@ -248,69 +241,6 @@ class SearchSpace:
             "params": self.params.__dict__,
             "size": int(np.prod(self.allowed.sum(1).astype(float))),
         }
-
-
-@dataclass(frozen=True)
-class Arch:
-    space: SearchSpace
-    ops: tuple[str, ...]
-
-    @property
-    def string(self) -> str:
-        return self.space.to_string(self.ops)
-
-    @property
-    def id(self) -> str:
-        return _hash({"space": self.space.structure_hash, "arch": self.string})[:16]
-
-    @property
-    def indices(self) -> np.ndarray:
-        return np.array([self.space.ops.index(o) for o in self.ops], dtype=np.int64)
-
-    def onehot(self) -> np.ndarray:
-        """L x K one-hot matrix over the space's op list (the predictors' input)."""
-        m = np.zeros(self.space.allowed.shape, dtype=np.float32)
-        m[np.arange(len(self.ops)), self.indices] = 1.0
-        return m
-
-    def __str__(self) -> str:
-        return self.string
-
-
-MACRO_PARAMS = ("resolution", "num_classes")
-
-
-def macro_shape(macro: dict) -> dict:
-    """A macro table less its param defaults: those are hashed with the params, so adding a
-    default to a macro does not move the definition hash of rows measured before."""
-    return {k: v for k, v in macro.items() if k not in MACRO_PARAMS}
-
-
-def new_params(space, overrides: dict) -> Params | None:
-    """The space's params with `overrides` (None values ignored); None when nothing changes.
-
-    A macro carries its own input: switching to one takes its resolution and class count
-    unless they are given too, so rows are never labelled imagenet at 32 px. A macro that
-    declares none needs them given."""
-    where = f"space {space.source or space.name}"
-    kw = {k: v for k, v in overrides.items() if v is not None}
-    if not kw:
-        return None
-    kw = schema.overrides(kw, where)
-    if kw.get("macro", space.params.macro) != space.params.macro:
-        macro = space.macros.get(kw["macro"])
-        if macro is None:
-            raise UserError(f"{where}: unknown macro {kw['macro']!r} (has: {', '.join(space.macros)})")
-        for key in MACRO_PARAMS:
-            if key not in kw:
-                if key not in macro:
-                    raise UserError(f"{where}: macro {kw['macro']!r} declares no {key}; give --{key.replace('_', '-')} with --macro")
-                kw[key] = macro[key]
-    return replace(space.params, **kw)
-
-
-def _hash(doc) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 BUILTIN = resources.files("nasctl.space") / "builtin"
@@ -402,17 +332,6 @@ def _params(doc: dict, resolution: int, num_classes: int) -> Params:
         width_mult=float(p.get("width_mult", 1.0)),
         num_classes=int(p.get("num_classes", own.get("num_classes", num_classes))),
     )
-
-
-def check_params(space: SearchSpace | CellSpace) -> str:
-    """The checks every kind of space makes on its params; returns the space's name for errors."""
-    where = f"space {space.source or space.name}"
-    p = space.params
-    if p.macro not in space.macros:
-        raise UserError(f"{where}: unknown macro {p.macro!r} (has: {', '.join(space.macros)})")
-    if p.resolution < 8 or p.width_mult <= 0 or p.num_classes < 1:
-        raise UserError(f"{where}: resolution >= 8, width_mult > 0 and num_classes >= 1 needed")
-    return where
 
 
 def _validated(space: SearchSpace) -> SearchSpace:

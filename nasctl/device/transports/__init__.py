@@ -1,9 +1,9 @@
 """Transports to device agents. `open_transport` picks one from a device profile."""
 
+from nasctl.device.profiles import DeviceProfile
+from nasctl.device.transports.base import AgentDied, AgentSession, LinkLost, Session, Transport
+from nasctl.device.transports.local import LocalTransport
 from nasctl.errors import UserError
-from nasctl.profile.devices import DeviceProfile
-from nasctl.profile.transports.base import AgentDied, AgentSession, LinkLost, Session, Transport
-from nasctl.profile.transports.local import LocalTransport
 
 
 def open_transport(device: DeviceProfile, address: str | None = None, trust_new_host_key: bool = False) -> Transport:
@@ -15,10 +15,10 @@ def open_transport(device: DeviceProfile, address: str | None = None, trust_new_
             raise UserError(f"device {device.name!r} is this machine: --host/--serial do not apply")
         return LocalTransport(root)
     if device.transport == "ssh":
-        from nasctl.profile.transports.ssh import SshTarget, SshTransport
+        from nasctl.device.transports.ssh import SshTarget, SshTransport
 
         return SshTransport(SshTarget.from_profile(device.connection, address, root), trust_new_host_key)
-    from nasctl.profile.transports.adb import AdbTarget, AdbTransport
+    from nasctl.device.transports.adb import AdbTarget, AdbTransport
 
     return AdbTransport(AdbTarget.from_profile(device.connection, address, root))
 

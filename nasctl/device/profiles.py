@@ -56,6 +56,16 @@ class DeviceProfile:
             **({"power": self.power} if self.power else {}),
         }
 
+    def targets(self, hosts: list[str] | None = None, serials: list[str] | None = None) -> list[str | None]:
+        """The boards to use: SSH hosts or adb serials given by the user (several shard a fleet),
+        else the profile's own one (None)."""
+        if hosts and serials:
+            raise UserError("--host is for SSH devices, --serial for adb ones: not both")
+        if (hosts and self.transport != "ssh") or (serials and self.transport != "adb"):
+            raise UserError(f"device {self.name!r} uses the {self.transport} transport: "
+                            f"{'--host' if hosts else '--serial'} does not apply")
+        return list(hosts or serials or [None])
+
     def config_id(self, space_hash: str, resolution: int, device_facts: dict) -> str:
         """Rows with the same config id were measured under the same conditions.
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nasctl.profile.transports.base import AgentSession, ChildAgent, Transport, agent_app, last_json
+from nasctl.device.transports.base import AgentSession, ChildAgent, Transport, agent_app, last_json
 
 # Two local profiles at once would time each other's load: the second waits for the first.
 LOCK = Path.home() / ".cache" / "nasctl" / "local-agent.lock"

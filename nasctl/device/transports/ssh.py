@@ -22,8 +22,8 @@ from pathlib import Path
 
 import paramiko
 
+from nasctl.device.transports.base import AgentSession, LinkLost, Transport, agent_app, agent_digest, last_json
 from nasctl.errors import DeviceUnreachable, UserError
-from nasctl.profile.transports.base import AgentSession, LinkLost, Transport, agent_app, agent_digest, last_json
 
 # paramiko logs a traceback for each failed handshake; each becomes one line of ours instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
@@ -152,15 +152,19 @@ class SshTransport(Transport):
         self._sftp = paramiko.SFTPClient.from_transport(self._client.get_transport(), window_size=1 << 26)
         self._sftp.get_channel().settimeout(self.t.link_timeout_s)
 
-    def _reconnect(self, why: str) -> None:
-        """Back off 1, 2, 4 ... 30 s between tries, for up to reconnect_s."""
+    def reconnect(self, why: str, since: int) -> int:
+        """Reconnect, unless the link was already replaced after connection number `since` (an
+        upload may have done it first); returns the current connection's number. Backs off 1, 2,
+        4 ... 30 s between tries, for up to reconnect_s."""
+        if self.reconnects != since:
+            return self.reconnects
         self._drop()
         deadline, wait = time.monotonic() + self.t.reconnect_s, 1.0
         while True:
             try:
                 self._connect()
                 self.reconnects += 1
-                return
+                return self.reconnects
             except DeviceUnreachable as e:
                 if time.monotonic() + wait > deadline:
                     raise DeviceUnreachable(f"{why}; no connection again within {self.t.reconnect_s:.0f} s: {e}") from None
@@ -212,6 +216,11 @@ class SshTransport(Transport):
             out.append(remote)
         return out
 
+    def restage(self) -> None:
+        """Upload the staged models again after a reconnect (a new session may find them gone)."""
+        for remote, local in list(self._staged.items()):
+            self._put(local, remote)
+
     def unstage(self, remote: str) -> None:
         self._staged.pop(remote, None)
         try:
@@ -227,7 +236,7 @@ class SshTransport(Transport):
             except (OSError, EOFError, paramiko.SSHException) as e:
                 if self._client is not None and self._client.get_transport().is_active() and not isinstance(e, TimeoutError):
                     raise DeviceUnreachable(f"ssh {self.t.where}: sftp: {e}") from None
-                self._reconnect(f"link to {self.t.where} lost during upload ({e})")
+                self.reconnect(f"link to {self.t.where} lost during upload ({e})", self.reconnects)
 
     def fetch(self, remote: str, local: Path) -> None:
         tmp = local.with_name(local.name + ".part")
@@ -244,11 +253,11 @@ class SshTransport(Transport):
 
     # -- the agent --------------------------------------------------------------------------
     def start_agent(self, config: dict, on_note=lambda text: None) -> AgentSession:
-        self._config, self._on_note = config, on_note
-        return SshSession(self)
+        return SshSession(self, config, on_note)
 
-    def _exec_agent(self):
-        argv = [self.t.python, self._agent, "serve", "--config", json.dumps(self._config, sort_keys=True),
+    def open_agent(self, config: dict):
+        """Start `agent serve` over a new channel; its (stdin, stdout)."""
+        argv = [self.t.python, self._agent, "serve", "--config", json.dumps(config, sort_keys=True),
                 "--sysfs-root", self.t.sysfs_root, "--heartbeat", str(self.t.heartbeat_s),
                 "--lock", posixpath.join(self._work, "device.lock")]
         chan = self._client.get_transport().open_session(timeout=self.t.connect_timeout_s)
@@ -268,7 +277,7 @@ class SshTransport(Transport):
         except (OSError, EOFError):
             pass
 
-    def _describe_exit(self) -> str:
+    def describe_exit(self) -> str:
         chan = self._chan
         if chan is None or not chan.get_transport().is_active():
             raise LinkLost(f"ssh link to {self.t.where} closed")
@@ -298,21 +307,18 @@ class SshTransport(Transport):
 class SshSession(AgentSession):
     """An agent session that survives a dropped link: reconnect, restart, ask again."""
 
-    def __init__(self, transport: SshTransport):
-        self._t = transport
+    def __init__(self, transport: SshTransport, config: dict, on_note):
+        self._t, self._config = transport, config
         self._generation = transport.reconnects  # which connection this agent's streams belong to
-        super().__init__(*transport._exec_agent(), transport._describe_exit, transport._on_note)
+        super().__init__(*transport.open_agent(config), transport.describe_exit, on_note)
 
     def _restart(self, why: Exception) -> None:
+        host = self.facts.get("host")
         while True:
-            if self._t.reconnects == self._generation:  # else an upload already reconnected
-                self._t._reconnect(f"link to {self._t.t.where} lost ({why})")
-            self._generation = self._t.reconnects
-            host = self.facts.get("host")
+            self._generation = self._t.reconnect(f"link to {self._t.t.where} lost ({why})", self._generation)
             try:
-                for remote, local in list(self._t._staged.items()):
-                    self._t._put(local, remote)
-                AgentSession.__init__(self, *self._t._exec_agent(), self._t._describe_exit, self._t._on_note)
+                self._t.restage()
+                AgentSession.__init__(self, *self._t.open_agent(self._config), self._t.describe_exit, self._on_note)
             except (LinkLost, OSError, EOFError, paramiko.SSHException) as e:
                 why = e
                 continue
@@ -326,5 +332,5 @@ class SshSession(AgentSession):
             try:
                 return super().measure(key, model)
             except LinkLost as e:
-                self._t._on_note(f"{e}; reconnecting")
+                self._on_note(f"{e}; reconnecting")
                 self._restart(e)

@@ -17,8 +17,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from nasctl.device.transports.base import ChildAgent, Session, Transport, agent_app, agent_digest, last_json
 from nasctl.errors import DeviceUnreachable, UserError
-from nasctl.profile.transports.base import ChildAgent, Session, Transport, agent_app, agent_digest, last_json
 from nasctl_agents.protocol import KEY, TIMING, last_line
 
 
