@@ -65,6 +65,8 @@ Resolution = Annotated[Optional[int], typer.Option(min=8, max=4096, help="Input 
 WidthMult = Annotated[Optional[float], typer.Option(min=0.05, max=8.0, help="Width multiplier (default: the space's).")]
 NumClasses = Annotated[Optional[int], typer.Option(min=1, max=100_000, help="Classes (default: the space's).")]
 Seed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed; the same seed gives the same result.")]
+PriorOpt = Annotated[Optional[list[Path]], typer.Option("--prior", help="A device already measured, as a predictor (.pt) or its rows (.parquet/.csv) "
+                                                  "of the same space; repeat it for several.")]
 Macro = Annotated[Optional[str], typer.Option(help="Macro-architecture, e.g. imagenet or cifar.")]
 
 
@@ -195,6 +197,9 @@ def profile(
     num_classes: NumClasses = None,
     macro: Macro = None,
     retry_errors: Annotated[bool, typer.Option(help="Measure again the archs stored as error or disturbed rows.")] = False,
+    budget: Annotated[Optional[int], typer.Option(min=1, max=1_000_000, help="Measure only this many archs of --archs, the most "
+                                                  "informative under --prior (a new device); rerun for the next round.")] = None,
+    prior: PriorOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -213,9 +218,15 @@ def profile(
         return
     if (archs is None) == (arch is None) or output is None:
         raise UserError("profile needs --archs or --arch (one of them) and --output (or --check)")
+    if (budget is not None or prior) and archs is None:
+        raise UserError("--budget and --prior choose from a pool: give it as --archs")
+    if prior and budget is None:
+        raise UserError("--prior says what to measure under --budget: give --budget N")
     table_format(output)
     input_path(archs, "--archs")
-    output_path(output, inputs=(archs, arch, device, space))
+    for p in prior or ():
+        input_path(p, "--prior")
+    output_path(output, inputs=(archs, arch, device, space, *(prior or ())))
     store = Store(output)
     params = dict(resolution=resolution, width_mult=width_mult, num_classes=num_classes, macro=macro)
     if arch is not None:
@@ -223,6 +234,15 @@ def profile(
         sp, arch_list = one.space, [one]
     else:
         sp, arch_list = read_archs(archs, space, **params)
+    if budget is not None:
+        from nasctl.predict.priors import load_prior
+        from nasctl.profile.rounds import budget_round
+
+        priors = tuple(load_prior(p, sp, "latency_ms") for p in prior or ())
+        arch_list, info = budget_round(store, dev.name, sp, arch_list, budget, priors)
+        if not quiet:
+            err.print(f"round {info['round']} ({'resumed' if info['resumed'] else 'chosen'}): {len(arch_list)} archs "
+                      f"of {archs}" + (f" under {len(priors)} prior device(s)" if priors else ""))
     progress = Progress(
         TextColumn("[bold]profile[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
@@ -280,31 +300,41 @@ def fit_predictor_cmd(
     seed: Seed = 0,
     members: Annotated[int, typer.Option(min=1, max=MAX_MEMBERS, help="Ensemble members (their spread is the uncertainty).")] = 5,
     config_id: Annotated[Optional[str], typer.Option(help="Device config to fit, when the rows hold several.")] = None,
+    prior: PriorOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
-    """Learn a metric from measured rows; report it beside the additive lookup table (LUT)."""
+    """Learn a metric from measured rows; report it beside the additive lookup table (LUT).
+    With --prior devices, a few rows (5 or more) fit a new device's table."""
     from nasctl.predict import FitConfig, fit_predictor, load_rows
+    from nasctl.predict.predictor import MIN_ROWS
+    from nasctl.predict.priors import load_prior
     from nasctl.predict.report import save_fit
+    from nasctl.predict.transfer import MIN_PRIOR_ROWS
 
     input_path(rows, "ROWS")
+    for p in prior or ():
+        input_path(p, "--prior")
     require_suffix(output, (".pt",), "the predictor file")
-    output_path(output, inputs=(rows,), writes=(output.with_suffix(".json").name, output.with_suffix(".png").name))
-    data = load_rows(rows, metric, space, config_id)
+    output_path(output, inputs=(rows, *(prior or ())), writes=(output.with_suffix(".json").name, output.with_suffix(".png").name))
+    data = load_rows(rows, metric, space, config_id, MIN_PRIOR_ROWS if prior else MIN_ROWS)
+    priors = tuple(load_prior(p, data.space, metric) for p in prior or ())
     if not quiet:
-        err.print(f"fitting {metric} on {len(data.y)} rows ({data.skipped_errors} error rows skipped)...")
-    pred, report, holdout = fit_predictor(data, metric, test, seed, FitConfig(seed=seed, members=members))
-    report = save_fit(output, pred, report, holdout, f"{metric} on {data.space.name}: held-out {len(holdout[0])} of {len(data.y)} rows")
+        err.print(f"fitting {metric} on {len(data.y)} rows ({data.skipped_errors} error rows skipped)"
+                  + (f" with {len(priors)} prior device(s)" if priors else "") + "...")
+    pred, report, holdout = fit_predictor(data, metric, test, seed, FitConfig(seed=seed, members=members), priors)
+    how = f"held-out {len(holdout[0])}" if report["test_rows"] else "leave-one-out on all"
+    report = save_fit(output, pred, report, holdout, f"{metric} on {data.space.name}: {how} of {len(data.y)} rows")
     chosen = report["chosen"]
     if as_json:
         print(to_json(report))
         return
-    t = Table(title=f"{metric}: held-out {report['test_rows']} rows (default = {chosen})")
-    for c in ("model", "RMSE", "MAPE", "Kendall tau", "within 5%", "within 10%"):
+    t = Table(title=f"{metric}: {how} rows (default = {chosen})")
+    for c in ("model", "RMSE", "MAPE", "Kendall tau", "Spearman rho", "within 5%", "within 10%"):
         t.add_column(c, justify="right")
-    for name in ("default", "lut", "robust", "mlp", "residual", "lut_ls"):
-        f = report["test"][name]
-        t.add_row(name, f"{f['rmse']:.4g}", f"{f['mape']:.2%}", f"{f['kendall_tau']:.3f}", f"{f['within_5']:.1%}", f"{f['within_10']:.1%}")
+    for name, f in report["test"].items():
+        t.add_row(name, f"{f['rmse']:.4g}", f"{f['mape']:.2%}", f"{f['kendall_tau']:.3f}", f"{f['spearman_rho']:.3f}",
+                  f"{f['within_5']:.1%}", f"{f['within_10']:.1%}")
     Console().print(t)
     print(f"wrote {output}, {output.with_suffix('.json')}, {output.with_suffix('.png')}")
 

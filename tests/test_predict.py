@@ -116,7 +116,7 @@ def test_loading_checks_the_space(tmp_path, help_rows):
     [
         (None, ["--metric", "nope_ms"], "no column 'nope_ms'"),
         (None, ["--space", "proxyless"], "has 21"),
-        (lambda d: d.head(20), [], "20 usable rows, need at least 30"),
+        (lambda d: d.head(20), [], "20 usable rows (status ok), need at least 30"),
         (lambda d: d.assign(pixel2_ms=d.pixel2_ms.where(d.index % 7 != 0)), [], "missing, non-numeric or non-positive pixel2_ms"),
         (lambda d: d.assign(config_id=np.where(d.index % 2, "a", "b")), [], "several device configs"),
     ],

@@ -71,7 +71,26 @@ def _loo_alpha(B: np.ndarray, r: np.ndarray) -> float:
     return float(RidgeCV(alphas=top * LOO_GRID, fit_intercept=False).fit(B, r).alpha_)
 
 
-def fit_lut(X: np.ndarray, y: np.ndarray, robust: bool = False, features: np.ndarray | None = None, shrink: bool = True) -> Additive:
+MIX_GRID = np.logspace(-4, 4, 33)  # ridge strengths of the mix, per row, on standardized columns
+
+
+def _mix(F: np.ndarray, y: np.ndarray, shrink: bool) -> np.ndarray:
+    """Intercept and slopes of y on the row features F (first column the ones). With `shrink`,
+    ridge on standardized columns at the strength with the lowest exact leave-one-out error:
+    the priors' tables are near-collinear (every device is slower on bigger nets), and 10 rows
+    cannot tell 9 slopes apart by least squares (rho 0.90 against 0.98 on HELP's raspi4)."""
+    if not shrink or F.shape[1] == 1:
+        return np.linalg.lstsq(F, y, rcond=None)[0]
+    R = F[:, 1:]
+    mu, sd = R.mean(0), R.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    r = RidgeCV(alphas=MIX_GRID * len(y), fit_intercept=True).fit((R - mu) / sd, y)
+    slopes = r.coef_ / sd
+    return np.concatenate([[r.intercept_ - mu @ slopes], slopes])
+
+
+def fit_lut(X: np.ndarray, y: np.ndarray, robust: bool = False, features: np.ndarray | None = None, shrink: bool = True,
+            shrink_mix: bool = False) -> Additive:
     """The additive table: a cost prior plus per-(layer, op) deviations from it, shrunk by ridge
     at the strength with the lowest leave-one-out error.
 
@@ -84,12 +103,13 @@ def fit_lut(X: np.ndarray, y: np.ndarray, robust: bool = False, features: np.nda
     classic least-squares LUT, kept as the reference figure beside the others.
 
     With `robust`, the deviations are refitted with Huber weights at 3 robust sigmas of the first
-    fit's residual (iteratively reweighted, same shrinkage).
+    fit's residual (iteratively reweighted, same shrinkage). With `shrink_mix` the slopes on the
+    features are shrunk too (`_mix`): for many features and few rows, as in a transfer fit.
     """
     n, L, K = X.shape
     B = X.reshape(n, -1)
     F = np.ones((n, 1)) if features is None else np.concatenate([np.ones((n, 1)), np.einsum("nlk,lkf->nf", X, features)], 1)
-    c = np.linalg.lstsq(F, y, rcond=None)[0]
+    c = _mix(F, y, shrink_mix)
     r = y - F @ c
     alpha = _loo_alpha(B, r) if shrink else 0.0
     d = _ridge(B, r, alpha)
@@ -179,8 +199,10 @@ class Candidates:
     chosen: str
 
 
-def fit_candidates(X: np.ndarray, y: np.ndarray, cfg: FitConfig = FitConfig(), features: np.ndarray | None = None) -> Candidates:
-    """`features`: the space's per-(layer, op) cost features, the LUTs' prior (see fit_lut)."""
+def fit_candidates(X: np.ndarray, y: np.ndarray, cfg: FitConfig = FitConfig(), features: np.ndarray | None = None,
+                   shrink_mix: bool = False) -> Candidates:
+    """`features`: the space's per-(layer, op) cost features, the LUTs' prior (see fit_lut); with
+    `shrink_mix`, many of them (a transfer fit's)."""
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(len(y))
     nv = max(2, int(round(cfg.inner_val * len(y))))
@@ -188,7 +210,8 @@ def fit_candidates(X: np.ndarray, y: np.ndarray, cfg: FitConfig = FitConfig(), f
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
     Xt, Xv, Xc, yt, yv, yc = as_t(X[t]), as_t(X[v]), as_t(X[c]), as_t(y[t]), as_t(y[v]), as_t(y[c])
 
-    inner = {"lut": fit_lut(X[t], y[t], features=features).eval(), "robust": fit_lut(X[t], y[t], True, features).eval()}
+    lut = lambda X, y, robust=False: fit_lut(X, y, robust, features, shrink_mix=shrink_mix).eval()  # noqa: E731
+    inner = {"lut": lut(X[t], y[t]), "robust": lut(X[t], y[t], True)}
     inner["mlp"], _ = fit_ensemble(Xt, yt, Xv, yv, cfg)
     with torch.no_grad():
         rt, rv = yt - inner["robust"](Xt), yv - inner["robust"](Xv)
@@ -202,6 +225,6 @@ def fit_candidates(X: np.ndarray, y: np.ndarray, cfg: FitConfig = FitConfig(), f
         if significant_gain(err[chosen], err[k]):
             chosen = k
     # The LUTs alone use every training row: they need no validation data.
-    models = {"lut": fit_lut(X, y, features=features).eval(), "robust": fit_lut(X, y, True, features).eval(), "mlp": inner["mlp"], "residual": inner["residual"],
+    models = {"lut": lut(X, y), "robust": lut(X, y, True), "mlp": inner["mlp"], "residual": inner["residual"],
               "lut_ls": fit_lut(X, y, shrink=False).eval()}  # reported, never chosen
     return Candidates(models, val, chosen)

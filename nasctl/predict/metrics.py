@@ -1,4 +1,4 @@
-"""Predictor figures: RMSE, MAPE, Kendall tau, and the share within +-5% / +-10% (nn-Meter's)."""
+"""Predictor figures: RMSE, MAPE, Kendall tau, Spearman rho (HELP's figure), and the share within +-5% / +-10% (nn-Meter's)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def figures(y_true, y_pred) -> dict:
         "rmse": float(np.sqrt(np.mean((p - y) ** 2))),
         "mape": float(rel.mean()),
         "kendall_tau": float(stats.kendalltau(y, p).statistic),
+        "spearman_rho": float(stats.spearmanr(y, p).statistic),
         "within_5": float((rel <= 0.05).mean()),
         "within_10": float((rel <= 0.10).mean()),
     }

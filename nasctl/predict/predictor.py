@@ -24,9 +24,10 @@ from torch import nn
 from nasctl import __version__
 from nasctl.errors import UserError
 from nasctl.models.cost import cost_table
-from nasctl.predict.fit import FitConfig, fit_candidates
+from nasctl.predict.fit import FitConfig, fit_candidates, fit_lut
 from nasctl.predict.metrics import figures
 from nasctl.predict.models import ACTIVATIONS, MLP, Additive, Ensemble, Residual, uncertainty
+from nasctl.predict.transfer import transfer_features
 from nasctl.space.archfile import archs_from_frame
 from nasctl.space.space import Arch, SearchSpace, load_space
 from nasctl.tables import atomic_write, read_table, to_json
@@ -198,8 +199,10 @@ class TrainingRows:
     skipped_errors: int
 
 
-def load_rows(path: str | Path, metric: str, space: str | None = None, config_id: str | None = None) -> TrainingRows:
-    """Read measured rows and check them; every problem is a one-line UserError."""
+def load_rows(path: str | Path, metric: str, space: str | None = None, config_id: str | None = None,
+              min_rows: int = MIN_ROWS) -> TrainingRows:
+    """Read measured rows and check them; every problem is a one-line UserError. `min_rows`:
+    MIN_ROWS to fit and hold out a test split, fewer for a transfer fit."""
     df = read_table(path)
     if metric not in df:
         numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
@@ -220,16 +223,22 @@ def load_rows(path: str | Path, metric: str, space: str | None = None, config_id
     bad = ~np.isfinite(y) | (y <= 0)
     if bad.any():
         raise UserError(f"{path}: {int(bad.sum())} rows have a missing, non-numeric or non-positive {metric}")
-    if len(df) < MIN_ROWS:
-        raise UserError(f"{path}: {len(df)} usable rows, need at least {MIN_ROWS} to fit and hold out a test split")
+    if len(df) < min_rows:
+        why = "to fit and hold out a test split" if min_rows >= MIN_ROWS else "for a fit with priors"
+        raise UserError(f"{path}: {len(df)} usable rows (status ok), need at least {min_rows} {why}")
     df = df.reset_index(drop=True)
     sp, archs = archs_from_frame(df, path, space)
     X = np.stack([a.onehot() for a in archs])
     return TrainingRows(sp, archs, X, y, df, skipped)
 
 
-def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int = 0, cfg: FitConfig | None = None):
+def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int = 0, cfg: FitConfig | None = None,
+                  priors: tuple = ()):
     """Fit on a seeded (1 - test) split, report on the held-out rest beside the LUT.
+
+    With `priors` (`priors.Prior`: devices already measured) the LUTs are transfer fits
+    (`transfer`); under MIN_ROWS rows the transfer LUT alone is fitted on every row and the
+    report's figures are its exact leave-one-out predictions, beside the cost-prior LUT's.
 
     Returns the predictor, the report, and the held-out (measured, {model: predicted}) pair.
     """
@@ -238,13 +247,21 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
     if not 0 < test < 1:
         raise UserError("--test must be between 0 and 1")
     t0 = time.perf_counter()
-    perm = np.random.default_rng(seed).permutation(len(rows.y))
-    nt = max(1, int(round(test * len(perm))))
-    te, tr = perm[:nt], perm[nt:]
-    cands = fit_candidates(rows.X[tr], rows.y[tr], cfg, cost_table(rows.space).features())
-    Xte = torch.as_tensor(rows.X[te], dtype=torch.float32)
-    with torch.no_grad():
-        preds = {k: m(Xte).numpy() for k, m in cands.models.items()}
+    features = transfer_features(rows.space, [p.table for p in priors]) if priors else cost_table(rows.space).features()
+    if priors and len(rows.y) < MIN_ROWS:
+        chosen, baseline, models, (y_te, preds), te = "lut", "lut_cost", None, _few_rows(rows, features), np.arange(len(rows.y))
+        model = fit_lut(rows.X, rows.y, features=features, shrink_mix=True).eval()
+        tr, choice_mae = te, None
+    else:
+        perm = np.random.default_rng(seed).permutation(len(rows.y))
+        nt = max(1, int(round(test * len(perm))))
+        te, tr = perm[:nt], perm[nt:]
+        cands = fit_candidates(rows.X[tr], rows.y[tr], cfg, features, shrink_mix=bool(priors))
+        Xte = torch.as_tensor(rows.X[te], dtype=torch.float32)
+        with torch.no_grad():
+            preds = {k: m(Xte).numpy() for k, m in cands.models.items()}
+        chosen, baseline, models, y_te, choice_mae = cands.chosen, "lut_ls", cands.models, rows.y[te], cands.val_mae
+        model = models[chosen]
     fit_s = time.perf_counter() - t0
     report = {
         "metric": metric,
@@ -252,17 +269,20 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
         "rows": int(len(rows.y)),
         "skipped_error_rows": rows.skipped_errors,
         "train_rows": int(len(tr)),
-        "test_rows": int(len(te)),
+        "test_rows": int(len(te)) if models is not None else 0,
+        "validation": "held-out split" if models is not None else "leave-one-out",
         "seed": seed,
-        "chosen": cands.chosen,
-        "choice_mae": cands.val_mae,
-        "test": {"default": figures(rows.y[te], preds[cands.chosen]), **{k: figures(rows.y[te], p) for k, p in preds.items()}},
+        "chosen": chosen,
+        "baseline": baseline,
+        "choice_mae": choice_mae,
+        "priors": [p.meta() for p in priors],
+        "test": {"default": figures(y_te, preds[chosen]), **{k: figures(y_te, p) for k, p in preds.items()}},
         "fit_s": fit_s,
     }
     f = rows.frame
     meta = {
-        "kind": cands.chosen,
-        "members": _members(cands.models[cands.chosen]),
+        "kind": chosen,
+        "members": _members(model),
         "mlp": {"hidden": list(hidden), "activation": activation},
         "metric": metric,
         "unit": unit_of(metric),
@@ -272,9 +292,25 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
         "data_hash": hashlib.sha256(json.dumps([[a.string for a in rows.archs], rows.y.tolist()]).encode()).hexdigest()[:16],
         "figures": report["test"],
         "nasctl_version": __version__,
-        "test_arch_ids": [rows.archs[i].id for i in te],
+        "test_arch_ids": [rows.archs[i].id for i in te] if models is not None else [],
+        "priors": report["priors"],
+        "features": "device features and prior tables" if priors else "cost features",
     }
-    return Predictor(cands.models[cands.chosen], meta), report, (rows.y[te], preds)
+    return Predictor(model, meta), report, (y_te, preds)
+
+
+def _few_rows(rows: TrainingRows, features: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Leave-one-out predictions of the transfer LUT and of the cost-prior LUT without priors:
+    with a few rows, every row is needed to fit, so each is predicted by the fit on the others."""
+    n, cost = len(rows.y), cost_table(rows.space).features()
+    preds = {"lut": np.empty(n), "lut_cost": np.empty(n)}
+    for i in range(n):
+        keep = np.arange(n) != i
+        x = torch.as_tensor(rows.X[i : i + 1], dtype=torch.float32)
+        with torch.no_grad():
+            preds["lut"][i] = float(fit_lut(rows.X[keep], rows.y[keep], features=features, shrink_mix=True)(x))
+            preds["lut_cost"][i] = float(fit_lut(rows.X[keep], rows.y[keep], features=cost)(x))
+    return rows.y, preds
 
 
 def exact_cost(space: SearchSpace, what: str) -> Predictor:

@@ -41,7 +41,8 @@ def save_fit(output: Path, pred, report: dict, holdout: tuple[np.ndarray, dict[s
 
     y, preds = holdout
     chosen = report["chosen"]
-    names = {f"nasctl ({chosen})": chosen, "least-squares LUT": "lut_ls"}
+    base = report.get("baseline", "lut_ls")
+    names = {f"nasctl ({chosen})": chosen, {"lut_ls": "least-squares LUT", "lut_cost": "cost-prior LUT, no priors"}[base]: base}
     png = scatter_png(y, {k: preds[v] for k, v in names.items()}, {k: report["test"][v] for k, v in names.items()}, title, report["unit"])
     report = {**report, "output": str(output)}
     pred.save(output)
