@@ -44,6 +44,8 @@ def _rho_on_rest(space, X, y, sel, features, mix=True):
 
 
 def test_ten_chosen_rows_and_two_priors_rank_a_new_device_better_than_uniform_rows_or_no_prior(devices):
+    """The chosen rows carry the gain: with 10 uniform rows the transfer fit is not always better
+    than the cost-only LUT (here 0.91 against 0.92), with 10 chosen ones it is (0.95+)."""
     space = load_space("fbnet")
     rpi = load_rows(devices / "rpi.csv", "latency_ms", "fbnet")
     priors = [load_prior(devices / f"{n}.csv", space, "latency_ms") for n in ("xeon", "gtx")]
@@ -56,7 +58,7 @@ def test_ten_chosen_rows_and_two_priors_rank_a_new_device_better_than_uniform_ro
     no_prior = [_rho_on_rest(space, X, y, rng.choice(len(y), 10, replace=False), cost_table(space).features(), False)
                 for _ in range(10)]
     assert chosen[0] > 0.95  # HELP, 10 rows and 9 meta-training devices: 0.887
-    assert chosen[0] > np.mean(uniform) > np.mean(no_prior)
+    assert chosen[0] > max(np.mean(uniform), np.mean(no_prior)) + 0.02
 
 
 def test_choice_is_sequential_and_goes_where_the_fit_is_least_sure():

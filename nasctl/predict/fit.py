@@ -75,18 +75,35 @@ MIX_GRID = np.logspace(-4, 4, 33)  # ridge strengths of the mix, per row, on sta
 
 
 def _mix(F: np.ndarray, y: np.ndarray, shrink: bool) -> np.ndarray:
-    """Intercept and slopes of y on the row features F (first column the ones). With `shrink`,
-    ridge on standardized columns at the strength with the lowest exact leave-one-out error:
-    the priors' tables are near-collinear (every device is slower on bigger nets), and 10 rows
-    cannot tell 9 slopes apart by least squares (rho 0.90 against 0.98 on HELP's raspi4)."""
+    """Intercept and slopes of y on the row features F (first column the ones).
+
+    With `shrink` (many features, few rows: a transfer fit), first the one feature whose own
+    straight line has the lowest leave-one-out error (the anchor: usually a prior device or
+    the MACs), then ridge on the standardized features for what it leaves, at the strength with
+    the lowest exact leave-one-out error. The priors' tables are near-collinear (every device is
+    slower on bigger nets), and 10 rows cannot tell 9 slopes apart by least squares (rho 0.90
+    against 0.97 on HELP's raspi4). The anchor gives the ridge a target other than "no slope
+    at all": 10 rows from the middle of a space, timed with a few % of noise, made a plain ridge
+    predict one flat latency for every arch (rho 0.06 on this CPU at 2 threads; anchored 0.96).
+    """
     if not shrink or F.shape[1] == 1:
         return np.linalg.lstsq(F, y, rcond=None)[0]
-    R = F[:, 1:]
+    R, n = F[:, 1:], len(y)
+    best = None
+    for j in range(R.shape[1]):
+        A = np.stack([np.ones(n), R[:, j]], 1)
+        H = A @ np.linalg.pinv(A)
+        loo = np.mean(((y - H @ y) / np.maximum(1 - np.diag(H), 1e-9)) ** 2)  # PRESS of a straight line
+        if best is None or loo < best[0]:
+            best = (loo, j, np.linalg.lstsq(A, y, rcond=None)[0])
+    _, j, (a0, b0) = best
+    anchor = np.zeros(R.shape[1])
+    anchor[j] = b0
     mu, sd = R.mean(0), R.std(0)
     sd = np.where(sd > 0, sd, 1.0)
-    r = RidgeCV(alphas=MIX_GRID * len(y), fit_intercept=True).fit((R - mu) / sd, y)
+    r = RidgeCV(alphas=MIX_GRID * n, fit_intercept=True).fit((R - mu) / sd, y - a0 - R @ anchor)
     slopes = r.coef_ / sd
-    return np.concatenate([[r.intercept_ - mu @ slopes], slopes])
+    return np.concatenate([[a0 + r.intercept_ - mu @ slopes], anchor + slopes])
 
 
 def fit_lut(X: np.ndarray, y: np.ndarray, robust: bool = False, features: np.ndarray | None = None, shrink: bool = True,
