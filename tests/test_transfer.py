@@ -144,3 +144,8 @@ def test_budget_rounds_resume_and_then_go_on(devices, tmp_path, fast_device):
     assert rounds[1]["measured_before"] == 3 and rounds[0]["priors"][0]["path"].endswith("xeon.csv")
     df = pd.read_parquet(out)
     assert set(df["arch_id"]) == set(rounds[0]["arch_ids"]) | set(rounds[1]["arch_ids"]) and (df["status"] == "ok").all()
+    # a round cut short (one row lost, as after a kill) is resumed, not replaced by a new one
+    df[df["arch_id"] != rounds[1]["arch_ids"][0]].to_parquet(out)
+    third = json.loads(nasctl(*args, check=0).stdout)
+    assert third["measured"] == 1 and third["skipped"] == 2
+    assert len(json.loads((tmp_path / "new.parquet.rounds.json").read_text())["rounds"]) == 2
