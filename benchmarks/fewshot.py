@@ -13,7 +13,8 @@ help  (figures 1, 2, 4) On HELP's 5,000 FBNet archs (../shared/data/help-fbnet/)
 local (figure 3) This machine's CPU, through the real CLI: 300 stratified proxyless archs
       (224x224) measured on three configs (1 thread batch 1, the prior; 2 threads; batch 8);
       then, for each target config, `profile --budget 10 --prior` twice (10, then 20 fresh
-      rows chosen from a separate pool of 1,000) and 20 uniformly chosen fresh rows, each fitted
+      rows chosen from a separate pool of 1,000, stratified by MACs like the scoring set) and
+      20 uniformly chosen fresh rows from that pool, each fitted
       by `fit-predictor --prior` and scored on the target's 300 rows. Resumable (the row stores
       and the rounds files in --workdir).
 
@@ -148,7 +149,8 @@ def local_figures(w: Path) -> dict:
     w.mkdir(parents=True, exist_ok=True)
     if not (w / "eval.parquet").exists():
         nasctl("sample", "--space", "proxyless", "--n", 300, "--seed", 0, "--stratify", "macs", "-o", w / "eval.parquet")
-        nasctl("sample", "--space", "proxyless", "--n", POOL, "--seed", 1, "-o", w / "pool.parquet")
+    if not (w / "pool.parquet").exists():  # stratified too: a uniform pool lacks the small and large nets
+        nasctl("sample", "--space", "proxyless", "--n", POOL, "--seed", 1, "--stratify", "macs", "-o", w / "pool.parquet")
     devices = {name: _device_file(w, name, change) for name, change in CONFIGS.items()}
     t0 = time.time()
     for name, dev in devices.items():  # the 300 rows of each config (resumed)
