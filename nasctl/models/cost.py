@@ -67,9 +67,6 @@ def _cache_file(space: SearchSpace) -> Path:
     return root / "nasctl" / f"costs-{__version__}-{space.definition_hash[:24]}.npz"  # builder changes bump the version
 
 
-
-
-
 @functools.cache
 def cost_table(space: SearchSpace) -> CostTable:
     """Counted once per space definition, then read from the user's cache (~3 s -> ~1 ms)."""

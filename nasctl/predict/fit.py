@@ -92,10 +92,11 @@ def _mix(F: np.ndarray, y: np.ndarray, shrink: bool) -> np.ndarray:
     best = None
     for j in range(R.shape[1]):
         A = np.stack([np.ones(n), R[:, j]], 1)
-        H = A @ np.linalg.pinv(A)
-        loo = np.mean(((y - H @ y) / np.maximum(1 - np.diag(H), 1e-9)) ** 2)  # PRESS of a straight line
+        P = np.linalg.pinv(A)
+        coef, lev = P @ y, np.einsum("ij,ji->i", A, P)  # the line and the hat matrix's diagonal
+        loo = np.mean(((y - A @ coef) / np.maximum(1 - lev, 1e-9)) ** 2)  # PRESS of a straight line
         if best is None or loo < best[0]:
-            best = (loo, j, np.linalg.lstsq(A, y, rcond=None)[0])
+            best = (loo, j, coef)
     _, j, (a0, b0) = best
     anchor = np.zeros(R.shape[1])
     anchor[j] = b0

@@ -248,10 +248,12 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
         raise UserError("--test must be between 0 and 1")
     t0 = time.perf_counter()
     features = transfer_features(rows.space, [p.table for p in priors]) if priors else cost_table(rows.space).features()
-    if priors and len(rows.y) < MIN_ROWS:
-        chosen, baseline, models, (y_te, preds), te = "lut", "lut_cost", None, _few_rows(rows, features), np.arange(len(rows.y))
+    few = bool(priors) and len(rows.y) < MIN_ROWS
+    if few:  # every row fits; each is scored by the fit on the others
+        te = tr = np.arange(len(rows.y))
+        y_te, preds = _few_rows(rows, features)
         model = fit_lut(rows.X, rows.y, features=features, shrink_mix=True).eval()
-        tr, choice_mae = te, None
+        chosen, baseline, choice_mae = "lut", "lut_cost", None
     else:
         perm = np.random.default_rng(seed).permutation(len(rows.y))
         nt = max(1, int(round(test * len(perm))))
@@ -260,8 +262,8 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
         Xte = torch.as_tensor(rows.X[te], dtype=torch.float32)
         with torch.no_grad():
             preds = {k: m(Xte).numpy() for k, m in cands.models.items()}
-        chosen, baseline, models, y_te, choice_mae = cands.chosen, "lut_ls", cands.models, rows.y[te], cands.val_mae
-        model = models[chosen]
+        chosen, baseline, y_te, choice_mae = cands.chosen, "lut_ls", rows.y[te], cands.val_mae
+        model = cands.models[chosen]
     fit_s = time.perf_counter() - t0
     report = {
         "metric": metric,
@@ -269,8 +271,8 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
         "rows": int(len(rows.y)),
         "skipped_error_rows": rows.skipped_errors,
         "train_rows": int(len(tr)),
-        "test_rows": int(len(te)) if models is not None else 0,
-        "validation": "held-out split" if models is not None else "leave-one-out",
+        "test_rows": 0 if few else int(len(te)),
+        "validation": "leave-one-out" if few else "held-out split",
         "seed": seed,
         "chosen": chosen,
         "baseline": baseline,
@@ -292,7 +294,7 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
         "data_hash": hashlib.sha256(json.dumps([[a.string for a in rows.archs], rows.y.tolist()]).encode()).hexdigest()[:16],
         "figures": report["test"],
         "nasctl_version": __version__,
-        "test_arch_ids": [rows.archs[i].id for i in te] if models is not None else [],
+        "test_arch_ids": [] if few else [rows.archs[i].id for i in te],
         "priors": report["priors"],
         "features": "device features and prior tables" if priors else "cost features",
     }
