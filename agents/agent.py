@@ -72,6 +72,98 @@ def temperature_c(root: Path) -> float | None:
     return max(temps) if temps else None
 
 
+def _ratio(cur: str | None, top: str | None) -> float | None:
+    try:
+        return int(cur) / int(top) if cur and top and int(top) > 0 else None
+    except ValueError:
+        return None
+
+
+def cpu_clock_ratio(root: Path, cpus: set[int]) -> float | None:
+    """Current over top clock of the fastest CPU this agent may run on, read just after a timed
+    loop: the core that ran it is still at its load clock, so below 1 means a cap (thermal, power),
+    not an idle core. None where cpufreq is absent (VMs)."""
+    got = [_ratio(_read(root / f"sys/devices/system/cpu/cpu{c}/cpufreq/scaling_cur_freq"),
+                  _read(root / f"sys/devices/system/cpu/cpu{c}/cpufreq/cpuinfo_max_freq")) for c in sorted(cpus)]
+    got = [r for r in got if r is not None]
+    return max(got) if got else None
+
+
+def devfreq_ratio(root: Path) -> float | None:
+    """Lowest current over top clock of the devfreq devices (a Jetson's GPU and EMC): with clocks
+    locked (jetson_clocks) any drop below the top is the board throttling."""
+    got = []
+    for d in sorted((root / "sys/class/devfreq").glob("*")):
+        steps = (_read(d / "available_frequencies") or "").split()
+        top = max((int(f) for f in steps if f.isdigit()), default=None)
+        r = _ratio(_read(d / "cur_freq"), str(top) if top else _read(d / "max_freq"))
+        if r is not None:
+            got.append(r)
+    return min(got) if got else None
+
+
+def passive_trip_reached(root: Path) -> bool:
+    """A thermal zone at or above its first passive trip point: the kernel is capping clocks."""
+    for zone in sorted((root / "sys/class/thermal").glob("thermal_zone*")):
+        t = _read(zone / "temp")
+        for kind in sorted(zone.glob("trip_point_*_type")):
+            trip = _read(kind.with_name(kind.name.replace("_type", "_temp")))
+            if _read(kind) == "passive" and t and trip and t.lstrip("-").isdigit() and trip.isdigit() \
+                    and 0 < int(trip) <= int(t):
+                return True
+    return False
+
+
+# vcgencmd get_throttled: the current-state bits (under-voltage, ARM clock capped, throttled, soft
+# temperature limit); bits 16-19 only say it happened since boot.
+PI_THROTTLE_NOW = 0xF
+
+
+def pi_throttled() -> int | None:
+    """A Raspberry Pi firmware's throttle bits, or None where there is no vcgencmd."""
+    if not shutil.which("vcgencmd"):
+        return None
+    p = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=10)
+    m = re.search(r"throttled=(0x[0-9a-fA-F]+)", p.stdout)
+    return int(m.group(1), 16) if m else None
+
+
+def battery_temp_c(root: Path) -> float | None:
+    """An Android phone's battery temperature (sysfs gives tenths of a degree)."""
+    t = _read(root / "sys/class/power_supply/battery/temp")
+    return int(t) / 10 if t and t.lstrip("-").isdigit() else None
+
+
+def thermal_state(root: Path, cpus: set[int]) -> dict:
+    """Clocks and temperatures now; read right before and right after each arch's timed runs."""
+    return {"temp_c": temperature_c(root), "clock_ratio": cpu_clock_ratio(root, cpus),
+            "devfreq_ratio": devfreq_ratio(root), "passive_trip": passive_trip_reached(root),
+            "pi_throttled": pi_throttled(), "battery_temp_c": battery_temp_c(root)}
+
+
+def throttle_reasons(state: dict, p: dict, clocks_locked: bool) -> list[str]:
+    """Why a timing ran on a throttled device (empty: it did not), from a `thermal_state`."""
+    why = []
+    if state["passive_trip"]:
+        why.append("a thermal zone is at its passive trip point")
+    if state["clock_ratio"] is not None and state["clock_ratio"] < p["min_clock_ratio"]:
+        why.append(f"CPU clock at {state['clock_ratio']:.0%} of its top")
+    if clocks_locked and state["devfreq_ratio"] is not None and state["devfreq_ratio"] < p["min_clock_ratio"]:
+        why.append(f"locked GPU/EMC clock at {state['devfreq_ratio']:.0%} of its top")
+    if state["pi_throttled"] and state["pi_throttled"] & PI_THROTTLE_NOW:
+        why.append(f"vcgencmd get_throttled={state['pi_throttled']:#x}")
+    return why
+
+
+def cool_down(root: Path, p: dict) -> float:
+    """Wait until the hottest zone is below `cooldown_c` (0: off), up to `cooldown_max_s`;
+    returns the seconds waited."""
+    limit, t0 = float(p["cooldown_c"]), time.monotonic()
+    while limit > 0 and (temperature_c(root) or 0) >= limit and time.monotonic() - t0 < p["cooldown_max_s"]:
+        time.sleep(min(1.0, p["cooldown_max_s"] - (time.monotonic() - t0)))
+    return time.monotonic() - t0 if limit > 0 else 0.0
+
+
 def loadavg_1m(root: Path) -> float | None:
     text = _read(root / "proc/loadavg")
     return float(text.split()[0]) if text else None
@@ -607,10 +699,13 @@ def other_busy(before, after, own: int, threads: int) -> float | None:
 
 
 def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, ...] = (), meter=None,
-            energy_note: str | None = None) -> dict:
+            energy_note: str | None = None, clocks_locked: bool = False) -> dict:
     p = {**P.TIMING, **config.get("protocol", {})}
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     prepared = runtime.prepare(model, config["input_shape"])
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cooled = cool_down(root, p)
+    before = thermal_state(root, cpus)
     load0 = loadavg_1m(root)
     energy = {"energy_mj": None, "power_w_mean": None, "energy_source": meter.name if meter else "none",
               "energy_note": energy_note}
@@ -627,10 +722,22 @@ def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, .
             energy.update(energy_mj=mj / len(times), power_w_mean=watts, energy_note=None)
         except NoEnergySource as e:
             energy["energy_note"] = str(e)
+    after = thermal_state(root, cpus)
+    throttled = throttle_reasons(before, p, clocks_locked) + throttle_reasons(after, p, clocks_locked)
     disturbed = busy is not None and busy > p["max_other_busy"]
     return {
-        # Timed under foreign load even after the retries: kept for the record, never fitted.
-        "status": "disturbed" if disturbed else "ok",
+        # Timed under foreign load even after the retries, or on a throttled device: kept for
+        # the record, never fitted, measured again by --retry-errors.
+        "status": "disturbed" if disturbed else "throttled" if throttled else "ok",
+        "throttled": bool(throttled),
+        "throttle_reason": "; ".join(dict.fromkeys(throttled)) or None,
+        "clock_ratio": after["clock_ratio"],
+        "clock_ratio_before": before["clock_ratio"],
+        "devfreq_ratio": after["devfreq_ratio"],
+        "pi_throttled": after["pi_throttled"],
+        "battery_temp_c": after["battery_temp_c"],
+        "temp_c_before": before["temp_c"],
+        "cooldown_s": cooled,
         **prepared.info,
         **summarize(times),
         "converged": converged(times, p["ci_rel"]),
@@ -640,7 +747,7 @@ def measure(runtime, model: str, config: dict, root: Path, exclude: tuple[int, .
         "interference_retries": retries,
         **energy,
         "governor": governor(root),
-        "temp_c": temperature_c(root),
+        "temp_c": after["temp_c"],
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
     }
@@ -711,6 +818,11 @@ def serve(config: dict, root: Path, exclude: tuple[int, ...] = (), heartbeat_s: 
         lock_file = take_lock(lock, out) if lock else None  # held until serve returns
         if runtime_name not in RUNTIMES:
             raise ConfigError(f"unknown runtime {runtime_name!r} (agent has: {', '.join(RUNTIMES)})")
+        if config.get("cpus"):  # pinned before the runtime starts its threads, which inherit it
+            try:
+                os.sched_setaffinity(0, {int(c) for c in config["cpus"]})
+            except (OSError, ValueError, TypeError) as e:
+                raise ConfigError(f"cannot pin the agent to CPUs {config['cpus']}: {e}") from None
         runtime = RUNTIMES[runtime_name](config)
         power = ensure_power(config.get("power", {}))
     except ConfigError as e:
@@ -751,7 +863,7 @@ def _serve_loop(runtime, config, root, exclude, meter, note, power, out) -> None
         key = None
         try:  # a bad request line, like a model that fails, is an error row; the agent goes on
             key, model = P.read_request(line)
-            row = measure(runtime, model, config, root, exclude, meter, note)
+            row = measure(runtime, model, config, root, exclude, meter, note, bool(power.get("clocks_locked")))
         except Exception as e:
             row = {"status": "error", "error": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
         out.write({P.KEY: key, **row, **power})

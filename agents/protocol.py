@@ -32,6 +32,11 @@ TIMING = {
     # own exporter is not counted (--exclude-pid). Above this share, time again.
     "max_other_busy": 0.3,
     "interference_retries": 2,
+    # Throttling: a CPU (or, with clocks locked, GPU/EMC) clock under this share of its top just
+    # after the timed runs marks the row throttled. 0 turns the clock test off.
+    "min_clock_ratio": 0.85,
+    "cooldown_c": 0,  # > 0: before each timing, wait until the hottest thermal zone is below this
+    "cooldown_max_s": 300,  # ... but no longer than this; then time anyway (and say if throttled)
 }
 
 

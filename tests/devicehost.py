@@ -22,6 +22,7 @@ from pathlib import Path
 USER = "nasctl-dev"
 PORT = 2222
 SSHD = "/usr/sbin/sshd"
+CPUS = sorted(p.name for p in Path("/sys/devices/system/cpu").glob("cpu[0-9]*"))  # the board's CPUs are this machine's
 DEVICE_PYTHON = os.environ.get("NASCTL_DEVICE_PYTHON", "/opt/nasctl-device/bin/python")
 
 NVPMODEL = """#!/bin/sh
@@ -62,6 +63,7 @@ class DeviceHost:
         self._client_key = client_key
         self.dir = Path(tempfile.mkdtemp(prefix="nasctl-devhost-"))
         self.sys = self.dir / "sys"  # becomes the device's /sys/bus
+        self.hw = self.dir / "hw"  # its thermal/ and cpu<N>/ become /sys/class/thermal and /sys/devices/system/cpu/cpu<N>
         self.bin = self.dir / "bin"  # becomes the device's /usr/local/bin
         self.key = self.dir / "client_ed25519"
         self.known_hosts = self.dir / "known_hosts"
@@ -103,6 +105,10 @@ class DeviceHost:
     def _files(self) -> None:
         self.sys.mkdir()
         _run("mount", "-t", "tmpfs", "-o", "mode=755,size=1m", "nasctl-devsys", str(self.sys))
+        self.hw.mkdir()
+        _run("mount", "-t", "tmpfs", "-o", "mode=755,size=1m", "nasctl-devhw", str(self.hw))
+        for d in ("thermal", *CPUS):
+            (self.hw / d).mkdir()
         self.bin.mkdir(mode=0o755)
         (self.bin / "nvpmodel").write_text(NVPMODEL)
         (self.bin / "nvpmodel").chmod(0o755)
@@ -128,7 +134,9 @@ class DeviceHost:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
         # `ip netns exec` gives the command its own mount table; the binds stay in there.
         # Its own UTS namespace too: the board has its own host name (the netns's name).
+        hw = "".join(f"mount --bind {self.hw / d} /sys/devices/system/cpu/{d} && " for d in CPUS)
         script = (f"hostname {self.netns} && mount --bind {self.sys} /sys/bus && mount --bind {self.bin} /usr/local/bin && "
+                  f"mount --bind {self.hw / 'thermal'} /sys/class/thermal && {hw}"
                   f"exec {SSHD} -D -e -f {self.dir / 'sshd_config'}")
         self._log = open(self.dir / "sshd.log", "w")
         self._proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "--uts", "sh", "-c", script],
@@ -159,6 +167,26 @@ class DeviceHost:
         for f in dev.iterdir():  # rails of an earlier call that this one does not name
             if int(re.search(r"(\d+)", f.name).group(1)) >= len(rails):
                 f.unlink()
+
+    def set_thermal(self, temp_c: float, passive_trip_c: float | None = None) -> None:
+        """One thermal zone at `temp_c`, with a passive trip point (where the kernel would cap clocks)."""
+        zone = self.hw / "thermal" / "thermal_zone0"
+        zone.mkdir(exist_ok=True)
+        files = {"type": "cpu-thermal", "temp": int(temp_c * 1000)}
+        if passive_trip_c is not None:
+            files.update(trip_point_0_type="passive", trip_point_0_temp=int(passive_trip_c * 1000))
+        for name, value in files.items():
+            tmp = zone / f".{name}"
+            tmp.write_text(f"{value}\n")
+            tmp.rename(zone / name)
+
+    def set_cpu_clock(self, ratio: float, top_khz: int = 2_000_000) -> None:
+        """Every CPU's cpufreq: its clock now at `ratio` of its top."""
+        for cpu in CPUS:
+            d = self.hw / cpu / "cpufreq"
+            d.mkdir(exist_ok=True)
+            (d / "cpuinfo_max_freq").write_text(f"{top_khz}\n")
+            (d / "scaling_cur_freq").write_text(f"{int(top_khz * ratio)}\n")
 
     def link(self, up: bool) -> None:
         _run("ip", "link", "set", self.veth, "up" if up else "down")
@@ -206,4 +234,5 @@ set_if_allowed = false
         subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
         subprocess.run(["umount", str(self.sys)], capture_output=True)
+        subprocess.run(["umount", str(self.hw)], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
