@@ -1,6 +1,6 @@
 """The `nasctl` command line: a thin typer layer over the library.
 
-Exit codes: 0 ok; 1 the job failed (or some archs ended as error or disturbed rows); 2 bad input, nothing
+Exit codes: 0 ok; 1 the job failed (or some archs ended as error, disturbed or throttled rows); 2 bad input, nothing
 written (also a training run that diverged: it writes no model); 3 device unreachable; 4 a search
 whose --verify found the device disturbed until --verify-wait ran out (the result is kept, marked
 unverified); 130 interrupted (Ctrl-C). With --json, stdout carries one strict JSON object (null, never NaN) and
@@ -196,7 +196,7 @@ def profile(
     width_mult: WidthMult = None,
     num_classes: NumClasses = None,
     macro: Macro = None,
-    retry_errors: Annotated[bool, typer.Option(help="Measure again the archs stored as error or disturbed rows.")] = False,
+    retry_errors: Annotated[bool, typer.Option(help="Measure again the archs stored as error, disturbed or throttled rows.")] = False,
     budget: Annotated[Optional[int], typer.Option(min=1, max=1_000_000, help="Measure only this many archs of --archs, the most "
                                                   "informative under --prior (a new device); rerun for the next round.")] = None,
     prior: PriorOpt = None,
@@ -262,6 +262,8 @@ def profile(
             err.print(f"[red]error[/] {row['arch_id']}: {row['error']}")
         elif row["status"] == "disturbed" and not quiet:
             err.print(f"[yellow]disturbed[/] {row['arch_id']}: other cores {row['other_cores_busy']:.0%} busy while timing")
+        elif row["status"] == "throttled" and not quiet:
+            err.print(f"[yellow]throttled[/] {row['arch_id']}: {row['throttle_reason']}")
         progress.advance(task)
 
     try:
@@ -270,10 +272,10 @@ def profile(
     finally:
         progress.stop()
     _emit(as_json, s.to_dict(),
-          f"{s.measured} measured ({s.disturbed} disturbed), {s.errors} errors, {s.skipped} skipped -> {s.output} "
+          f"{s.measured} measured ({s.disturbed} disturbed, {s.throttled} throttled), {s.errors} errors, {s.skipped} skipped -> {s.output} "
           f"({s.wall_s:.1f} s, overhead {100 * (s.overhead or 0):.0f}%"
           + (f", {s.reconnects} reconnects" if s.reconnects else "") + ")")
-    if s.errors or s.disturbed:
+    if s.errors or s.disturbed or s.throttled:
         raise typer.Exit(1)
 
 
@@ -301,6 +303,9 @@ def fit_predictor_cmd(
     members: Annotated[int, typer.Option(min=1, max=MAX_MEMBERS, help="Ensemble members (their spread is the uncertainty).")] = 5,
     config_id: Annotated[Optional[str], typer.Option(help="Device config to fit, when the rows hold several.")] = None,
     prior: PriorOpt = None,
+    drift_correct: Annotated[Optional[bool], typer.Option("--drift-correct/--no-drift-correct", help=(
+        "Fit latency / drift: each row read at the device's base speed by its reference net's timing. "
+        "Default: on where every row carries a drift."), show_default=False)] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -317,11 +322,13 @@ def fit_predictor_cmd(
         input_path(p, "--prior")
     require_suffix(output, (".pt",), "the predictor file")
     output_path(output, inputs=(rows, *(prior or ())), writes=(output.with_suffix(".json").name, output.with_suffix(".png").name))
-    data = load_rows(rows, metric, space, config_id, MIN_PRIOR_ROWS if prior else MIN_ROWS)
+    data = load_rows(rows, metric, space, config_id, MIN_PRIOR_ROWS if prior else MIN_ROWS, drift_correct)
     priors = tuple(load_prior(p, data.space, metric) for p in prior or ())
     if not quiet:
         err.print(f"fitting {metric} on {len(data.y)} rows ({data.skipped_errors} error rows skipped)"
-                  + (f" with {len(priors)} prior device(s)" if priors else "") + "...")
+                  + (f" with {len(priors)} prior device(s)" if priors else "")
+                  + (f", drift-corrected (drift {data.drift['drift_min']:.3f}-{data.drift['drift_max']:.3f})" if data.drift else "")
+                  + "...")
     pred, report, holdout = fit_predictor(data, metric, test, seed, FitConfig(seed=seed, members=members), priors)
     how = f"held-out {len(holdout[0])}" if report["test_rows"] else "leave-one-out on all"
     report = save_fit(output, pred, report, holdout, f"{metric} on {data.space.name}: {how} of {len(data.y)} rows")

@@ -1,9 +1,13 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Reference-net base speeds (nasctl.profile.drift) live under XDG_DATA_HOME: the tests' own, not the user's.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="nasctl-test-data-")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"

@@ -31,10 +31,12 @@ def test_report_has_every_section(run):
     assert s["output"] == str(run / "report.html")
     titles = "\n".join(s["sections"])
     for part in ("Latency of the sampled archs", "Predictor predictor.pt", "Search search (lightnas)", "Search random (random)",
-                 "Accuracy against latency", "layer strips", "Measured against predicted", "Retrain model"):
+                 "Accuracy against latency", "layer strips", "Measured against predicted", "Retrain model",
+                 "Device drift (latency.parquet)"):
         assert part in titles, titles
     page = (run / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 7  # self-contained: nothing to fetch
+    assert page.count('src="data:image/png;base64,') == 8  # self-contained: nothing to fetch
+    assert "4 reference timings (4 ok)" in page and "0 throttled rows" in page  # 3 at the start, 1 after 20 archs
 
 
 @pytest.mark.skipif(chromium() is None, reason="no chromium on PATH (tests/setup-hosts.sh installs Debian's as root)")
@@ -44,7 +46,7 @@ def test_report_renders_in_headless_chromium(run, tmp_path):
     r = load_page((run / "report.html").as_uri(), str(shot))
     assert r["title"].startswith("nasctl report")
     assert r["errors"] == []
-    assert len(r["images"]) == 7 and all(done and w > 0 and h > 0 for done, w, h in r["images"]), r["images"]
+    assert len(r["images"]) == 8 and all(done and w > 0 and h > 0 for done, w, h in r["images"]), r["images"]
     from PIL import Image
 
     img = Image.open(shot)

@@ -203,3 +203,26 @@ def test_a_fleet_shares_the_archs_out_one_stream_per_board(host, tmp_path, archs
         assert set(per_board.index) == {host.netns, second.netns} and per_board.min() >= 1
     finally:
         second.close()
+
+
+def test_a_throttled_board_is_marked_and_measured_again_once_cool(host, board, tmp_path):
+    """The board's /sys/class/thermal and cpufreq are the test's tmpfs: a clock capped at 55% marks
+    each row throttled (exit 1, never fitted); cool again, --retry-errors measures them for real."""
+    archs = tmp_path / "a.parquet"
+    nasctl("sample", "--n", 2, "--seed", 3, "--resolution", 32, "-o", archs, check=0)
+    out = tmp_path / "t.parquet"
+    host.set_thermal(92.0, passive_trip_c=95.0)
+    host.set_cpu_clock(0.55)
+    try:
+        p = nasctl("profile", "--device", board, "--archs", archs, "-o", out, "--json", check=1)
+        assert json.loads(p.stdout)["throttled"] == 2
+        df = pd.read_parquet(out)
+        assert (df["status"] == "throttled").all() and df["throttled"].all() and (df["clock_ratio"] == 0.55).all()
+        assert (df["temp_c"] == 92.0).all() and df["throttle_reason"].str.contains("CPU clock at 55%").all()
+        host.set_cpu_clock(1.0)
+        again = json.loads(nasctl("profile", "--device", board, "--archs", archs, "-o", out, "--retry-errors", "--json",
+                                  check=0).stdout)
+        assert (again["measured"], again["throttled"]) == (2, 0)
+        assert (pd.read_parquet(out)["status"] == "ok").all()
+    finally:
+        host.set_cpu_clock(1.0)

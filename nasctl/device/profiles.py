@@ -21,6 +21,10 @@ from nasctl.validate import OPSETS, shown
 TRANSPORTS = ("local", "ssh", "adb")
 ALIASES = {"local": "local-cpu", "rpi": "rpi4"}  # the short names the docs and users use
 RUNTIMES = ("onnxruntime", "tensorrt", "tflite")
+# [protocol] keys that decide when the reference net is timed (nasctl.profile.drift), how long to
+# cool down, and what counts as throttled: none changes a timing, so none is in the config id.
+DRIFT_KEYS = ("reference", "ref_every", "ref_every_s")
+SCHEDULE_KEYS = (*DRIFT_KEYS, "cooldown_c", "cooldown_max_s", "min_clock_ratio")
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,8 @@ class DeviceProfile:
             "profile": self.name,
             "space": space_hash,
             # Energy sampling settings change no latency: rows stay comparable across them.
-            "agent": {k: v for k, v in self.agent_config(resolution).items() if k != "energy"},
+            "agent": {k: ({p: x for p, x in v.items() if p not in SCHEDULE_KEYS} if k == "protocol" else v)
+                      for k, v in self.agent_config(resolution).items() if k != "energy"},
             "opset": self.opset,
             "cpu": device_facts.get("cpu_model"),
             "runtime_version": device_facts.get("runtime_version"),
@@ -149,6 +154,8 @@ def _from_doc(doc: dict, source: str) -> DeviceProfile:
         raise UserError(f"{where}: missing key {e.args[0]!r}") from None
     except (TypeError, ValueError) as e:
         raise UserError(f"{where}: {e}") from None
+    if not isinstance(dev.protocol.get("reference", ""), str):
+        raise UserError(f"{where}: [protocol] reference is an arch string (or \"off\")")
     for table in ("runtime_options", "protocol", "energy", "power"):
         bad = [k for k, v in getattr(dev, table).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v < math.inf]

@@ -197,12 +197,32 @@ class TrainingRows:
     y: np.ndarray
     frame: pd.DataFrame
     skipped_errors: int
+    drift: dict | None = None  # with drift correction: the reference and its base speed
+
+
+def drift_correct(df: pd.DataFrame, y: np.ndarray, metric: str, want: bool | None, path) -> tuple[np.ndarray, dict | None]:
+    """Latency read at the device's base speed: each row over its `drift` (its reference net's
+    timing over the config's first one, `nasctl.profile.drift`). None (the default) corrects
+    where every row carries a drift; False never; True insists."""
+    has = "drift" in df and len(df) and bool(pd.to_numeric(df["drift"], errors="coerce").gt(0).all())
+    if want is False or (want is None and not (has and unit_of(metric) == "ms")):
+        return y, None
+    if unit_of(metric) != "ms":
+        raise UserError(f"--drift-correct reads latency at the device's base speed: {metric} is not a latency (ms)")
+    if not has:
+        missing = len(df) if "drift" not in df else int((~pd.to_numeric(df["drift"], errors="coerce").gt(0)).sum())
+        raise UserError(f"{path}: {missing} rows carry no drift (measured with no reference net); use --no-drift-correct")
+    drift = pd.to_numeric(df["drift"]).to_numpy(float)
+    base = (df["ref_latency_ms"] / df["drift"]).median()
+    return y / drift, {"ref_arch_id": str(df["ref_arch_id"].iloc[0]), "base_ms": float(base),
+                       "drift_min": float(drift.min()), "drift_max": float(drift.max())}
 
 
 def load_rows(path: str | Path, metric: str, space: str | None = None, config_id: str | None = None,
-              min_rows: int = MIN_ROWS) -> TrainingRows:
+              min_rows: int = MIN_ROWS, drift: bool | None = False) -> TrainingRows:
     """Read measured rows and check them; every problem is a one-line UserError. `min_rows`:
-    MIN_ROWS to fit and hold out a test split, fewer for a transfer fit."""
+    MIN_ROWS to fit and hold out a test split, fewer for a transfer fit; `drift`: see
+    `drift_correct`."""
     df = read_table(path)
     if metric not in df:
         numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
@@ -227,9 +247,10 @@ def load_rows(path: str | Path, metric: str, space: str | None = None, config_id
         why = "to fit and hold out a test split" if min_rows >= MIN_ROWS else "for a fit with priors"
         raise UserError(f"{path}: {len(df)} usable rows (status ok), need at least {min_rows} {why}")
     df = df.reset_index(drop=True)
+    y, corrected = drift_correct(df, y, metric, drift, path)
     sp, archs = archs_from_frame(df, path, space)
     X = np.stack([a.onehot() for a in archs])
-    return TrainingRows(sp, archs, X, y, df, skipped)
+    return TrainingRows(sp, archs, X, y, df, skipped, corrected)
 
 
 def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int = 0, cfg: FitConfig | None = None,
@@ -297,6 +318,7 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
         "test_arch_ids": [] if few else [rows.archs[i].id for i in te],
         "priors": report["priors"],
         "features": "device features and prior tables" if priors else "cost features",
+        "drift_correct": rows.drift,  # None: fitted on raw latency
     }
     return Predictor(model, meta), report, (y_te, preds)
 

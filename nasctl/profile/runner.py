@@ -8,6 +8,7 @@ they arrive; an arch that fails to export or run becomes an error row and the lo
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 import queue
 import tempfile
@@ -21,6 +22,7 @@ from nasctl import __version__
 from nasctl.device.profiles import DeviceProfile, list_profiles, load_device
 from nasctl.device.transports import AgentDied, LinkLost, Session, Transport, open_transport
 from nasctl.errors import DeviceUnreachable, NasctlError, UserError
+from nasctl.profile.drift import RECENT, Reference, RefLog, reference_arch
 from nasctl.profile.store import Store
 
 if TYPE_CHECKING:
@@ -40,6 +42,9 @@ class Summary:
     wall_s: float
     timed_s: float
     reconnects: int = 0
+    throttled: int = 0  # timed while the device throttled: kept, never fitted, measured again by retry_errors
+    references: int = 0  # timings of the reference net (nasctl.profile.drift)
+    reference_s: float = 0.0  # wall time they took: the cost of drift correction
 
     @property
     def overhead(self) -> float | None:
@@ -50,31 +55,35 @@ class Summary:
         return {**asdict(self), "overhead": self.overhead}
 
 
+def _export(arch: Arch, device: DeviceProfile, workdir: Path) -> tuple[Arch, Path | None, str | None]:
+    """(arch, model file, None), or (arch, None, why) when the net cannot be exported."""
+    from nasctl.export.onnx import export_onnx
+    from nasctl.export.tflite import export_tflite
+    from nasctl.models import build
+
+    path = workdir / f"{arch.id}.{'tflite' if device.runtime == 'tflite' else 'onnx'}"
+    try:
+        shape = device.input_shape(arch.space.params.resolution)
+        if device.runtime == "tflite":
+            export_tflite(build(arch).eval(), shape, path)
+        else:
+            export_onnx(build(arch), shape, path, device.opset)
+        return arch, path, None
+    except Exception as e:  # a net that cannot export is an error row, not a crash
+        return arch, None, f"export: {type(e).__name__}: {e}".splitlines()[0][:500]
+
+
 def _exporter(todo: list[Arch], device: DeviceProfile, workdir: Path, out: queue.Queue, stop: threading.Event,
               ends: int):
     """Export archs in order into `out`, then one None per device worker to say "no more"."""
     import torch  # here, not at the top: `nasctl devices` and the transports need no torch
 
-    from nasctl.export.onnx import export_onnx
-    from nasctl.export.tflite import export_tflite
-    from nasctl.models import build
-
     torch.set_num_threads(1)  # leave the other cores to the agent's timed runs
-    items = [*todo, *[None] * ends]
-    for arch in items:
-        if arch is None:
-            item = None
-        else:
-            path = workdir / f"{arch.id}.{'tflite' if device.runtime == 'tflite' else 'onnx'}"
-            try:
-                shape = device.input_shape(arch.space.params.resolution)
-                if device.runtime == "tflite":
-                    export_tflite(build(arch).eval(), shape, path)
-                else:
-                    export_onnx(build(arch), shape, path, device.opset)
-                item = (arch, path, None)
-            except Exception as e:  # a net that cannot export is an error row, not a crash
-                item = (arch, None, f"export: {type(e).__name__}: {e}".splitlines()[0][:500])
+    pinned = {int(c) for c in device.runtime_options.get("cpus", ())}
+    if device.transport == "local" and pinned and os.sched_getaffinity(0) - pinned:
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - pinned)  # this thread only: off the agent's cores
+    for arch in [*todo, *[None] * ends]:
+        item = None if arch is None else _export(arch, device, workdir)
         while not stop.is_set():
             try:
                 out.put(item, timeout=0.2)
@@ -164,11 +173,25 @@ def survey_devices(check: bool = False, timeout: float = 20.0) -> list[dict]:
 
 @dataclass
 class _Device:
-    """One board of the run: its transport, its running agent."""
+    """One board of the run: its transport, its running agent, its reference timings."""
 
     transport: Transport
     agent: Session
     config: dict
+    reference: Reference | None = None
+
+    def time_reference(self, why: str) -> float:
+        """Time the reference net now and log it (`nasctl.profile.drift`); returns the seconds spent."""
+        ref, t0 = self.reference, time.perf_counter()
+        try:
+            res = self.agent.measure(f"ref-{ref.arch.id}", ref.model)
+        except LinkLost:
+            raise
+        except AgentDied as e:
+            res = {"status": "error", "error": f"agent died: {e}"}
+            self.agent = self.transport.start_agent(self.config)
+        ref.record(res, self.agent.facts.get("host"), why, time.perf_counter())
+        return time.perf_counter() - t0
 
 
 def _take_batch(ready: queue.Queue, size: int, stop: threading.Event) -> list | None:
@@ -238,6 +261,7 @@ def profile_archs(
         config_id = ids.pop()
         done = store.done(config_id, include_errors=not retry_errors)
         todo = [a for a in archs if a.id not in done]
+        ref_arch = reference_arch(space, device) if todo else None
         on_start(len(todo), len(archs) - len(todo))
         summary = Summary(str(store.path), device.name, config_id, len(archs), len(archs) - len(todo), 0, 0, 0, 0.0, 0.0)
         stop, lock, failures = threading.Event(), threading.Lock(), []
@@ -247,11 +271,22 @@ def profile_archs(
             try:
                 while (batch := _take_batch(ready, d.transport.batch_size, stop)) is not None:
                     _measure_batch(d, batch, device, config_id, store, summary, lock, on_row)
+                if d.reference is not None:
+                    d.transport.unstage(d.reference.model)
             except BaseException as e:  # the first failure stops the run; stored rows stay
                 failures.append(e)
                 stop.set()
 
         with tempfile.TemporaryDirectory(prefix="nasctl-export-") as tmp:
+            if ref_arch is not None:  # timed once on each board before the exporter starts, which would load the device
+                _, ref_file, why = _export(ref_arch, device, Path(tmp))
+                if why:
+                    raise NasctlError(f"the reference net {ref_arch.string} does not export: {why}")
+                for d in devices:
+                    d.reference = Reference(ref_arch, d.transport.stage([ref_file])[0], RefLog(store.path), config_id, device)
+                    for _ in range(RECENT):
+                        summary.reference_s += d.time_reference("start")
+                        summary.references += 1
             threads = [threading.Thread(target=_exporter, args=(todo, device, Path(tmp), ready, stop, len(devices)),
                                         daemon=True)]
             threads += [threading.Thread(target=work, args=(d,), daemon=True) for d in devices]
@@ -281,7 +316,14 @@ def _measure_batch(d: _Device, batch: list, device: DeviceProfile, config_id: st
     exported = [path for _, path, err in batch if err is None]
     staged = dict(zip(exported, d.transport.stage(exported)))
     for arch, path, err in batch:
+        if d.reference is not None and err is None and d.reference.due(time.perf_counter()):
+            spent = d.time_reference("again" if d.reference.latest is None else "every")
+            with lock:
+                summary.references += 1
+                summary.reference_s += spent
         row = _base_row(arch, device, config_id, d.agent.facts)
+        if d.reference is not None:
+            row.update(d.reference.columns())
         if err is None:
             try:
                 res = d.agent.measure(arch.id, staged[path])
@@ -304,4 +346,5 @@ def _measure_batch(d: _Device, batch: list, device: DeviceProfile, config_id: st
                 summary.measured += 1
                 summary.timed_s += row["timed_s"]
                 summary.disturbed += row["status"] == "disturbed"
+                summary.throttled += row["status"] == "throttled"
             on_row(row)

@@ -31,6 +31,7 @@ class Found:
     searches: list[tuple[Path, dict]] = field(default_factory=list)
     retrains: dict[str, tuple[Path, pd.DataFrame]] = field(default_factory=dict)  # arch -> run
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # damaged files, and why
+    drift: list[tuple[Path, pd.DataFrame, pd.DataFrame]] = field(default_factory=list)  # rows file, its reference log, all its rows
 
 
 class _Target(BaseModel):
@@ -95,6 +96,9 @@ def _take(p: Path, f: Found) -> None:
         if {"latency_ms", "status", "arch"} <= set(df.columns) and p.name != "verify.parquet":
             lat = pd.to_numeric(df.latency_ms, errors="coerce")
             f.rows.append((p, df[(df.status == "ok") & np.isfinite(lat) & (lat > 0)]))
+            log = p.with_suffix(".ref" + p.suffix)  # nasctl.profile.drift's reference timings
+            if log.exists():
+                f.drift.append((p, pd.read_parquet(log) if p.suffix == ".parquet" else pd.read_csv(log), df))
     elif p.suffix == ".pt" and p.with_suffix(".json").exists() and p.with_suffix(".png").exists():
         doc = _FitReport.model_validate(json.loads(p.with_suffix(".json").read_text()))
         if not {"default", "lut_ls"} <= set(doc.test):
@@ -142,6 +146,26 @@ def latency_hist(rows: list[tuple[Path, pd.DataFrame]], run: Path) -> str:
     ax.set_xlabel("measured latency (ms)")
     ax.set_ylabel("archs")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def drift_panel(log: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """The reference net's latency through the sessions of one row store: a flat line is a steady
+    device; the throttled rows are marked where they were measured."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    at, ok = pd.to_datetime(log["at"], format="ISO8601"), log["status"] == "ok"
+    ax.plot(at[ok], log["latency_ms"][ok], "o-", ms=4, label="reference, ok")
+    if (~ok).any():
+        ax.plot(at[~ok], log["latency_ms"][~ok], "x", color="tab:orange", label="reference, disturbed or throttled")
+    hot = rows[rows["status"] == "throttled"] if "finished_at" in rows else rows.iloc[:0]
+    for i, t in enumerate(pd.to_datetime(hot.get("finished_at", pd.Series(dtype=str)), format="ISO8601")):
+        ax.axvline(t, color="tab:red", alpha=0.4, lw=1, label="throttled row" if i == 0 else None)
+    ax.set_xlabel("time (UTC)")
+    ax.set_ylabel("reference latency (ms)")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
     fig.tight_layout()
     return _png(fig)
 
@@ -264,6 +288,11 @@ def build_report(run: Path, output: Path | None = None) -> dict:
     sections: list[tuple[str, str]] = []
     if f.rows:
         sections.append(("Latency of the sampled archs", _img(latency_hist(f.rows, run))))
+    for p, log, df in f.drift:
+        ok = log[log["status"] == "ok"]["latency_ms"]
+        text = (f"{len(log)} reference timings ({len(ok)} ok), from {ok.min():.4g} to {ok.max():.4g} ms; "
+                f"{int((df['status'] == 'throttled').sum())} throttled rows") if len(ok) else f"{len(log)} reference timings, none ok"
+        sections.append((f"Device drift ({p.relative_to(run)})", f"<p>{html.escape(text)}</p>" + _img(drift_panel(log, df))))
     for p in f.predictors:
         rep = json.loads(p.with_suffix(".json").read_text())
         d, lut = rep["test"]["default"], rep["test"]["lut_ls"]

@@ -32,7 +32,7 @@ from nasctl.tables import atomic_write, to_json, write_table
 from nasctl.train.loop import rank
 
 VERIFY_BACKOFF_S = 5.0  # the first pause of a disturbed verify; each next one doubles
-SEARCH_FILES = ("arch.json", "search.csv", "search.png", "verify.parquet", "verify-repeat.parquet")  # what -o receives
+SEARCH_FILES = ("arch.json", "search.csv", "search.png", "verify.parquet")  # what -o receives
 
 
 @dataclass(frozen=True)
@@ -193,47 +193,47 @@ def _ranks_agree(searcher: Searcher) -> float:
 
 
 def _verify(arch: Arch, constraints: list[Constraint], dev, job: Job, out: Path, events: Events) -> dict:
-    """Measure the arch at each predictor's deployment config on the device, twice (verify.parquet,
-    verify-repeat.parquet), and keep the lower figure: other load only ever slows a run, and one
-    1-second timing window can be slowed throughout without the agent seeing a busy core (seen:
-    2.24 ms in a search's verify, 1.59 and 1.52 ms when re-measured)."""
-    measured, predicted, config, repeats = {}, {}, {}, {}
+    """Measure the arch at each predictor's deployment config on the device, interleaved with the
+    reference net (`nasctl.profile.verify`): the figure is the arch's latency at the device's base
+    speed (a drift-corrected predictor's base, else this machine's), the raw median beside it. A
+    plain timing was fooled before: a LA-DARTS verify read 2.24 ms where re-measurements gave 1.59
+    and 1.52."""
+    measured, predicted, config, raw, timings = {}, {}, {}, {}, {}
     for c in constraints:
         if c.name in ("params", "mflops"):
             continue
         deploy = c.predictor.space()
-        a = deploy.parse(arch.string)
-        rows = [_measure(a, deploy, dev, out / name, job, events) for name in ("verify.parquet", "verify-repeat.parquet")]
-        col = c.name if c.name in rows[0] and pd.notna(rows[0][c.name]) else {"ms": "latency_ms", "mJ": "energy_mj"}[c.unit]
-        if col not in rows[0] or any(pd.isna(r[col]) for r in rows):
-            raise NasctlError(f"verify on {dev.name}: the device measured no {col} ({rows[0].get('energy_note') or 'no energy source'})")
-        row = min(rows, key=lambda r: r[col])
-        measured[c.name], repeats[c.name] = float(row[col]), [float(r[col]) for r in rows]
-        predicted[c.name] = c.predict(arch)[0]
+        row = _measure(deploy.parse(arch.string), dev, out / "verify.parquet", job, events, c.predictor.meta.get("drift_correct"))
+        col = c.name if c.name in row and pd.notna(row[c.name]) else {"ms": "latency_ms", "mJ": "energy_mj"}[c.unit]
+        if col not in row or pd.isna(row[col]):
+            raise NasctlError(f"verify on {dev.name}: the device measured no {col} ({row.get('energy_note') or 'no energy source'})")
+        measured[c.name], predicted[c.name] = float(row[col]), c.predict(arch)[0]
+        raw[c.name] = float(row["latency_raw_ms"]) if col == "latency_ms" else float(row[col])
+        timings[c.name] = {"arch_ms": row["verify_timings_ms"], "reference_ms": row["verify_ref_timings_ms"],
+                           "reference_base_ms": row["ref_base_ms"], "drift": row["drift"]}
         config[c.name] = {"measured": str(row["config_id"]), "predictor": c.predictor.meta.get("device", {}).get("config_id")}
         if config[c.name]["predictor"] and config[c.name]["predictor"] != config[c.name]["measured"]:
             events.note(f"verify: {dev.name} measured under config {row['config_id']}, the predictor was fitted on "
                         f"{config[c.name]['predictor']}: the gap includes the difference of devices")
     met = all(c.met(measured[c.name], job.tolerance) for c in constraints if c.name in measured)
     targets = {c.name: c.target for c in constraints if c.name in measured}
-    return {"arch": arch.string, "device": dev.name, "measured": measured, "predicted": predicted, "target": targets,
-            "gap": {k: measured[k] / targets[k] - 1 for k in measured}, "met": met, "config_id": config, "timings": repeats,
-            "offsets": {c.name: c.offset for c in constraints}}
+    return {"arch": arch.string, "device": dev.name, "measured": measured, "raw": raw, "predicted": predicted,
+            "target": targets, "gap": {k: measured[k] / targets[k] - 1 for k in measured}, "met": met, "config_id": config,
+            "timings": timings, "offsets": {c.name: c.offset for c in constraints}}
 
 
-def _measure(a: Arch, deploy, dev, path: Path, job: Job, events: Events) -> pd.Series:
-    """One ok row for `a` in the store at `path`. A failed row is measured once more, then the job
-    fails. A disturbed row (other load on the device's free cores) is measured again after a
-    pause that doubles (5, 10, 20 ... s) until `job.verify_wait_s` have passed; then `Unverified`."""
-    from nasctl.profile import Store, profile_archs
+def _measure(a: Arch, dev, path: Path, job: Job, events: Events, drift: dict | None) -> dict:
+    """One ok interleaved verify of `a`, stored at `path`. A failed one is measured once more,
+    then the job fails. A disturbed one (a timing disturbed or throttled, the reference moved, the
+    rounds disagree) is measured again after a pause that doubles (5, 10, 20 ... s) until
+    `job.verify_wait_s` have passed; then `Unverified`."""
+    from nasctl.profile import Store
+    from nasctl.profile.verify import verify_interleaved
 
     store = Store(path)
-    retry, failed, waited, pause = False, 0, 0.0, VERIFY_BACKOFF_S
+    failed, waited, pause = 0, 0.0, VERIFY_BACKOFF_S
     while True:
-        profile_archs([a], deploy, dev, store, hosts=[job.host], retry_errors=retry, on_note=events.note)
-        df = store.frame()
-        got = df[df["arch_id"] == a.id].iloc[-1]
-        retry = True
+        got = verify_interleaved(a, dev, store, job.host, base=drift, on_note=events.note)
         if got["status"] == "ok":
             return got
         if got["status"] == "error":
@@ -241,8 +241,7 @@ def _measure(a: Arch, deploy, dev, path: Path, job: Job, events: Events) -> pd.S
             if failed > 1:
                 raise NasctlError(f"verify on {dev.name}: error ({got.get('error')})")
             continue
-        busy = got.get("other_cores_busy")
-        why = f"disturbed: other cores {busy:.0%} busy while timing" if pd.notna(busy) else "disturbed"
+        why = f"disturbed: {got['disturbed_reason']}"
         if waited >= job.verify_wait_s:
             raise Unverified(f"{dev.name} stayed {why} through {waited:.0f} s of waiting")
         pause = min(pause, job.verify_wait_s - waited)
