@@ -2,12 +2,13 @@
 slows down while it is measured is seen, and read back to its base speed, instead of passing a
 disturbance off as the candidate's latency (seen: +29% on a net that re-measured within 10%).
 
-Order R C R C ... C R: every candidate timing sits between two reference timings, whose mean is
+After one uncounted timing of each, the order is R C R C ... C R: every candidate timing sits between two reference timings, whose mean is
 the device's speed at that moment. Each round's candidate figure is scaled by base / that speed
 (`nasctl.profile.drift`); the result is the median over rounds, the raw median beside it. The
 result is `disturbed` (to be measured again later, and never used to calibrate) when a timing
-was disturbed or throttled, when the reference moved by more than `max_ref_shift` within the
-verify, or when the rounds' corrected figures spread by more than `max_spread`.
+was disturbed or throttled, when the reference moved by more than `MAX_REF_SHIFT` within the
+verify, when the rounds' corrected figures spread by more than `MAX_SPREAD`, or when the device
+ran more than `MAX_DRIFT` off its base speed.
 """
 
 from __future__ import annotations
@@ -28,8 +29,15 @@ if TYPE_CHECKING:
     from nasctl.space.space import Arch
 
 ROUNDS = 3
-MAX_REF_SHIFT = 0.05  # the reference moved more than this within one verify: the device is not steady
-MAX_SPREAD = 0.05  # the rounds' corrected figures disagree by more than this
+# The reference moved more than this within one verify, or the rounds' corrected figures disagree
+# by more: the device was not steady. On a quiet 2-core VM they reach 5.5-8.7% (benchmarks/drift.py
+# verify, 2026-12-03); at 5% most quiet verifies there waited for nothing.
+MAX_REF_SHIFT = 0.10
+MAX_SPREAD = 0.10
+# The device ran this much off its base speed: the correction is then an extrapolation, and a
+# measured one was off (a 6 ms net read 13-16% high at drift 2.0 under a co-runner on its core,
+# which slows short nets more than the 12 ms reference). Kept and reported, never calibrated on.
+MAX_DRIFT = 0.10
 
 
 def verify_interleaved(arch: Arch, device: DeviceProfile, store: Store, host: str | None = None,
@@ -56,6 +64,8 @@ def verify_interleaved(arch: Arch, device: DeviceProfile, store: Store, host: st
         except AgentDied as e:
             raise DeviceUnreachable(str(e)) from None
         config_id = device.config_id(arch.space.definition_hash, arch.space.params.resolution, agent.facts)
+        for a in (arch, ref):  # once each, not counted: a net's first timing in an agent ran 30% slow here
+            agent.measure(f"warm-{a.id}", models[a.id])
         timings = [agent.measure(f"ref-{i}", models[ref.id]) if i % 2 == 0 else agent.measure(f"cand-{i}", models[arch.id])
                    for i in range(2 * rounds + 1)]
         facts = agent.facts
@@ -76,12 +86,14 @@ def verify_interleaved(arch: Arch, device: DeviceProfile, store: Store, host: st
     raw = [float(t["latency_ms"]) for t in cands]
     corrected = [c * base_ms / s for c, s in zip(raw, speed)] if base_ms else raw
     shift, spread = max(ref_ms) / min(ref_ms) - 1, (max(corrected) - min(corrected)) / statistics.median(corrected)
+    drift = statistics.median(speed) / base_ms if base_ms else None
     why = ([f"{len(bad)} of {len(timings)} timings {', '.join(sorted({t['status'] for t in bad}))}"] if bad else []) \
         + ([f"the reference moved {shift:.1%} within the verify"] if shift > MAX_REF_SHIFT else []) \
-        + ([f"the rounds disagree by {spread:.1%}"] if spread > MAX_SPREAD else [])
+        + ([f"the rounds disagree by {spread:.1%}"] if spread > MAX_SPREAD else []) \
+        + ([f"the device ran at {1 / drift:.0%} of its base speed"] if drift and abs(drift - 1) > MAX_DRIFT else [])
     row.update(status="disturbed" if why else "ok", disturbed_reason="; ".join(why) or None,
                latency_ms=statistics.median(corrected), latency_raw_ms=statistics.median(raw),
-               ref_latency_ms=statistics.median(ref_ms), drift=statistics.median(speed) / base_ms if base_ms else None,
+               ref_latency_ms=statistics.median(ref_ms), drift=drift,
                ref_base_ms=base_ms, ref_shift=shift, rounds_spread=spread,
                verify_timings_ms=raw, verify_ref_timings_ms=ref_ms)
     store.put(row)
