@@ -37,7 +37,8 @@ MAX_SPREAD = 0.10
 # The device ran this much off its base speed: the correction is then an extrapolation, and a
 # measured one was off (a 6 ms net read 13-16% high at drift 2.0 under a co-runner on its core,
 # which slows short nets more than the 12 ms reference). Kept and reported, never calibrated on.
-MAX_DRIFT = 0.10
+# Below it lies the drift this VM shows from hour to hour (3-16%), which the correction is for.
+MAX_DRIFT = 0.20
 
 
 def verify_interleaved(arch: Arch, device: DeviceProfile, store: Store, host: str | None = None,
