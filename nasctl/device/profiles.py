@@ -24,7 +24,7 @@ RUNTIMES = ("onnxruntime", "tensorrt", "tflite")
 # [protocol] keys that decide when the reference net is timed (nasctl.profile.drift), how long to
 # cool down, and what counts as throttled: none changes a timing, so none is in the config id.
 DRIFT_KEYS = ("reference", "ref_every", "ref_every_s")
-SCHEDULE_KEYS = (*DRIFT_KEYS, "cooldown_c", "cooldown_max_s", "min_clock_ratio")
+SCHEDULE_KEYS = (*DRIFT_KEYS, "cooldown_c", "cooldown_max_s", "min_clock_ratio", "verify_max_drift")
 
 
 @dataclass(frozen=True)

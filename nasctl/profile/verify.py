@@ -88,10 +88,11 @@ def verify_interleaved(arch: Arch, device: DeviceProfile, store: Store, host: st
     corrected = [c * base_ms / s for c, s in zip(raw, speed)] if base_ms else raw
     shift, spread = max(ref_ms) / min(ref_ms) - 1, (max(corrected) - min(corrected)) / statistics.median(corrected)
     drift = statistics.median(speed) / base_ms if base_ms else None
+    max_drift = float(device.protocol.get("verify_max_drift", MAX_DRIFT))  # 0: off
     why = ([f"{len(bad)} of {len(timings)} timings {', '.join(sorted({t['status'] for t in bad}))}"] if bad else []) \
         + ([f"the reference moved {shift:.1%} within the verify"] if shift > MAX_REF_SHIFT else []) \
         + ([f"the rounds disagree by {spread:.1%}"] if spread > MAX_SPREAD else []) \
-        + ([f"the device ran at {1 / drift:.0%} of its base speed"] if drift and abs(drift - 1) > MAX_DRIFT else [])
+        + ([f"the device ran at {1 / drift:.0%} of its base speed"] if drift and 0 < max_drift < abs(drift - 1) else [])
     row.update(status="disturbed" if why else "ok", disturbed_reason="; ".join(why) or None,
                latency_ms=statistics.median(corrected), latency_raw_ms=statistics.median(raw),
                ref_latency_ms=statistics.median(ref_ms), drift=drift,
