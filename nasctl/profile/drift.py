@@ -5,9 +5,10 @@ device's base speed.
 The reference is timed when a session starts, then every `ref_every` archs or `ref_every_s`
 seconds ([protocol] keys, which schedule timings and change none, so they stay out of the
 config id). Its timings go to a log beside the row store (`rows.ref.parquet` for
-`rows.parquet`), which the report draws. The first ok timing of a (config, reference) pair on
-this machine is that config's base, kept under $XDG_DATA_HOME/nasctl/references, so every store
-and every verify of the config is read against one speed. Each row carries `ref_latency_ms`,
+`rows.parquet`), which the report draws. The median of the first session's opening timings of a
+(config, reference) pair on this machine is that config's base, kept under
+$XDG_DATA_HOME/nasctl/references, so every store and every verify of the config is read against
+one speed. Each row carries `ref_latency_ms`,
 the median of the board's last (up to 3) ok reference timings before it, and `drift`, that over
 the base.
 """
@@ -72,8 +73,8 @@ def _base_file(config_id: str, ref_arch_id: str) -> Path:
 
 
 def base_speed(config_id: str, ref_arch_id: str, first: dict | None = None) -> dict | None:
-    """The config's base speed ({"latency_ms", "at", "host"}): its first ok reference timing on
-    this machine. With `first`, that timing becomes the base if there is none yet."""
+    """The config's base speed ({"latency_ms", "at", "host"}) on this machine. With `first`,
+    that becomes the base if there is none yet."""
     path = _base_file(config_id, ref_arch_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
@@ -125,8 +126,8 @@ class Reference:
 
     def record(self, row: dict, host: str | None, why: str, now: float) -> dict:
         """Log one timing of the reference; an ok one joins the recent ones (whose median becomes
-        the config's base once there are RECENT, if it has none yet). A disturbed or throttled one leaves the last ok one in place
-        and is due again before the next arch."""
+        the config's base once there are RECENT, if it has none yet). A disturbed or throttled one
+        leaves the recent ones as they were, and the reference is due again before the next arch."""
         entry = {**row, "config_id": self.config_id, "ref_arch_id": self.arch.id, "session": self.session, "host": host,
                  "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "why": why}
         self.log.put(entry)

@@ -55,7 +55,7 @@ class Summary:
         return {**asdict(self), "overhead": self.overhead}
 
 
-def _export(arch: Arch, device: DeviceProfile, workdir: Path) -> tuple[Arch, Path | None, str | None]:
+def export_for_device(arch: Arch, device: DeviceProfile, workdir: Path) -> tuple[Arch, Path | None, str | None]:
     """(arch, model file, None), or (arch, None, why) when the net cannot be exported."""
     from nasctl.export.onnx import export_onnx
     from nasctl.export.tflite import export_tflite
@@ -83,7 +83,7 @@ def _exporter(todo: list[Arch], device: DeviceProfile, workdir: Path, out: queue
     if device.transport == "local" and pinned and os.sched_getaffinity(0) - pinned:
         os.sched_setaffinity(0, os.sched_getaffinity(0) - pinned)  # this thread only: off the agent's cores
     for arch in [*todo, *[None] * ends]:
-        item = None if arch is None else _export(arch, device, workdir)
+        item = None if arch is None else export_for_device(arch, device, workdir)
         while not stop.is_set():
             try:
                 out.put(item, timeout=0.2)
@@ -94,7 +94,7 @@ def _exporter(todo: list[Arch], device: DeviceProfile, workdir: Path, out: queue
             return
 
 
-def _base_row(arch: Arch, device: DeviceProfile, config_id: str, facts: dict) -> dict:
+def base_row(arch: Arch, device: DeviceProfile, config_id: str, facts: dict) -> dict:
     from nasctl.models import arch_cost
 
     space = arch.space
@@ -180,17 +180,21 @@ class _Device:
     config: dict
     reference: Reference | None = None
 
-    def time_reference(self, why: str) -> float:
-        """Time the reference net now and log it (`nasctl.profile.drift`); returns the seconds spent."""
-        ref, t0 = self.reference, time.perf_counter()
+    def measure(self, key: str, model: str) -> dict:
+        """One row from the agent; a model that kills the agent is an error row, and the agent is
+        started again (a lost link is not: it goes up to the caller)."""
         try:
-            res = self.agent.measure(f"ref-{ref.arch.id}", ref.model)
+            return self.agent.measure(key, model)
         except LinkLost:
             raise
         except AgentDied as e:
-            res = {"status": "error", "error": f"agent died: {e}"}
             self.agent = self.transport.start_agent(self.config)
-        ref.record(res, self.agent.facts.get("host"), why, time.perf_counter())
+            return {"status": "error", "error": f"agent died: {e}"}
+
+    def time_reference(self, why: str) -> float:
+        """Time the reference net now and log it (`nasctl.profile.drift`); returns the seconds spent."""
+        ref, t0 = self.reference, time.perf_counter()
+        ref.record(self.measure(f"ref-{ref.arch.id}", ref.model), self.agent.facts.get("host"), why, time.perf_counter())
         return time.perf_counter() - t0
 
 
@@ -279,7 +283,7 @@ def profile_archs(
 
         with tempfile.TemporaryDirectory(prefix="nasctl-export-") as tmp:
             if ref_arch is not None:  # timed once on each board before the exporter starts, which would load the device
-                _, ref_file, why = _export(ref_arch, device, Path(tmp))
+                _, ref_file, why = export_for_device(ref_arch, device, Path(tmp))
                 if why:
                     raise NasctlError(f"the reference net {ref_arch.string} does not export: {why}")
                 for d in devices:
@@ -321,17 +325,11 @@ def _measure_batch(d: _Device, batch: list, device: DeviceProfile, config_id: st
             with lock:
                 summary.references += 1
                 summary.reference_s += spent
-        row = _base_row(arch, device, config_id, d.agent.facts)
+        row = base_row(arch, device, config_id, d.agent.facts)
         if d.reference is not None:
             row.update(d.reference.columns())
         if err is None:
-            try:
-                res = d.agent.measure(arch.id, staged[path])
-            except LinkLost:
-                raise
-            except AgentDied as e:  # the arch killed the agent: record it, restart
-                res = {"status": "error", "error": f"agent died: {e}"}
-                d.agent = d.transport.start_agent(d.config)
+            res = d.measure(arch.id, staged[path])
             d.transport.unstage(staged[path])
             path.unlink(missing_ok=True)
             res.pop("key", None)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from nasctl.device.transports import AgentDied, open_transport
 from nasctl.errors import DeviceUnreachable, NasctlError
-from nasctl.profile.drift import base_speed, reference_arch
-from nasctl.profile.runner import _base_row, _export
+from nasctl.profile.drift import RECENT, base_speed, reference_arch
+from nasctl.profile.runner import base_row, export_for_device
 
 if TYPE_CHECKING:
     from nasctl.device.profiles import DeviceProfile
@@ -56,7 +56,7 @@ def verify_interleaved(arch: Arch, device: DeviceProfile, store: Store, host: st
     with tempfile.TemporaryDirectory(prefix="nasctl-verify-") as tmp, open_transport(device, host) as transport:
         models = {}
         for a in (arch, ref):
-            _, path, why = _export(a, device, Path(tmp))
+            _, path, why = export_for_device(a, device, Path(tmp))
             if why:
                 raise NasctlError(f"verify: {a.string} does not export: {why}")
             models[a.id] = transport.stage([path])[0]
@@ -72,7 +72,7 @@ def verify_interleaved(arch: Arch, device: DeviceProfile, store: Store, host: st
         facts = agent.facts
     refs, cands = timings[0::2], timings[1::2]
     bad = [t for t in timings if t.get("status") != "ok"]
-    row = {**_base_row(arch, device, config_id, facts), **cands[-1], "ref_arch_id": ref.id, "verify_rounds": rounds}
+    row = {**base_row(arch, device, config_id, facts), **cands[-1], "ref_arch_id": ref.id, "verify_rounds": rounds}
     row.pop("key", None)
     if any(t.get("status") == "error" for t in timings):
         row.update(status="error", error=next(t.get("error") for t in timings if t.get("status") == "error"))
@@ -80,7 +80,8 @@ def verify_interleaved(arch: Arch, device: DeviceProfile, store: Store, host: st
         return row
     ref_ms = [float(t["latency_ms"]) for t in refs]
     if base_ms is None:
-        first = None if bad else {"latency_ms": ref_ms[0], "host": facts.get("host"), "at": refs[0].get("finished_at")}
+        first = None if bad else {"latency_ms": statistics.median(ref_ms[:RECENT]), "host": facts.get("host"),
+                                  "at": refs[0].get("finished_at")}  # the opening median, as a profile sets it
         found = base_speed(config_id, ref.id, first)
         base_ms = found["latency_ms"] if found else None
     speed = [(a + b) / 2 for a, b in zip(ref_ms, ref_ms[1:])]
