@@ -15,12 +15,15 @@ local (figure 3) This machine's CPU, through the real CLI: 300 stratified proxyl
       then, for each target config, `profile --budget 10 --prior` twice (10, then 20 fresh
       rows chosen from a separate pool of 1,000, stratified by MACs like the scoring set) and
       20 uniformly chosen fresh rows from that pool, each fitted
-      by `fit-predictor --prior` and scored on the target's 300 rows. Resumable (the row stores
-      and the rounds files in --workdir).
+      by `fit-predictor --prior` and scored on the target's 300 rows, all read at the config's
+      base speed where the rows carry a drift (the CLI's default), since fresh rows and scoring
+      rows are measured at different hours. "paired": 10 archs of each design (free D-optimal,
+      strata, uniform) measured in one shuffled session, so the designs share one drift. Resumable (the row stores and the rounds files in
+      --workdir).
 
 Prints one JSON object. Usage:
     python benchmarks/fewshot.py help [--seeds 10]
-    python benchmarks/fewshot.py local --workdir runs/fewshot
+    python benchmarks/fewshot.py local --workdir runs/fewshot [--configs 2t-b1,1t-b8]
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ from nasctl.models.cost import cost_table
 from nasctl.predict import Predictor, fit_predictor, load_rows
 from nasctl.predict.fit import fit_lut
 from nasctl.predict.metrics import figures
+from nasctl.predict.priors import load_prior
 from nasctl.predict.transfer import choose, transfer_features
+from nasctl.space.archfile import archs_from_frame
 
 CSV = Path(__file__).resolve().parents[2] / "shared/data/help-fbnet/fbnet_cifar100_latency.csv"
 COLUMNS = ["raspi4_ms", "pixel2_ms", "xeon_gold_6226_ms", "gtx1080ti_b1_ms", "gtx1080ti_b32_ms"]
@@ -139,19 +144,19 @@ def _device_file(w: Path, name: str, change: dict) -> Path:
 
 def _rho(pred: Path, eval_rows: Path, metric: str = "latency_ms") -> dict:
     p = Predictor.load(pred)
-    rows = load_rows(eval_rows, metric)
+    rows = load_rows(eval_rows, metric, drift=p.meta.get("drift_correct") is not None)  # in the fit's units
     mean, _ = p.predict(rows.archs)
     f = figures(rows.y, mean)
     return {k: round(f[k], 4) for k in FIGS}
 
 
-def local_figures(w: Path) -> dict:
+def local_figures(w: Path, configs: list[str]) -> dict:
     w.mkdir(parents=True, exist_ok=True)
     if not (w / "eval.parquet").exists():
         nasctl("sample", "--space", "proxyless", "--n", 300, "--seed", 0, "--stratify", "macs", "-o", w / "eval.parquet")
     if not (w / "pool.parquet").exists():  # stratified too: a uniform pool lacks the small and large nets
         nasctl("sample", "--space", "proxyless", "--n", POOL, "--seed", 1, "--stratify", "macs", "-o", w / "pool.parquet")
-    devices = {name: _device_file(w, name, change) for name, change in CONFIGS.items()}
+    devices = {name: _device_file(w, name, change) for name, change in CONFIGS.items() if name in ["1t-b1", *configs]}
     t0 = time.time()
     for name, dev in devices.items():  # the 300 rows of each config (resumed)
         nasctl("profile", "--device", dev, "--archs", w / "eval.parquet", "-o", w / f"eval-{name}.parquet", ok=(0, 1))
@@ -163,10 +168,10 @@ def local_figures(w: Path) -> dict:
     uniform = pd.read_parquet(w / "pool.parquet").sample(20, random_state=0)
     uniform.to_parquet(w / "uniform-20.parquet")
     uniform.iloc[:10].to_parquet(w / "uniform-10.parquet")
-    for name in ("2t-b1", "1t-b8"):
+    for name in configs:
         dev, res = devices[name], {}
         store = w / f"chosen-{name}.parquet"
-        _, full, _ = fit_predictor(load_rows(w / f"eval-{name}.parquet", "latency_ms"), "latency_ms", 0.2, 0)
+        _, full, _ = fit_predictor(load_rows(w / f"eval-{name}.parquet", "latency_ms", drift=None), "latency_ms", 0.2, 0)
         res["full_data_default_rho_heldout"] = round(full["test"]["default"]["spearman_rho"], 4)
         for rnd, N in ((1, 10), (2, 20)):
             while len(_ok(store)) < N:  # a round, resumed until its archs are all measured
@@ -184,13 +189,36 @@ def local_figures(w: Path) -> dict:
             urows.to_parquet(w / f"uniform-{name}-{N}.parquet")
             nasctl("fit-predictor", w / f"uniform-{name}-{N}.parquet", "--prior", prior, "-o", w / f"fit-{name}-uniform-{N}.pt")
             res[f"N={N}"]["transfer_uniform"] = _rho(w / f"fit-{name}-uniform-{N}.pt", w / f"eval-{name}.parquet")
-            ev = load_rows(w / f"eval-{name}.parquet", "latency_ms")
-            few = load_rows(w / f"uniform-{name}-{N}.parquet", "latency_ms", min_rows=5)
+            ev = load_rows(w / f"eval-{name}.parquet", "latency_ms", drift=None)
+            few = load_rows(w / f"uniform-{name}-{N}.parquet", "latency_ms", min_rows=5, drift=None)
             res[f"N={N}"]["lut_no_transfer"] = _score(fit_lut(few.X, few.y, features=cost_table(few.space).features()), ev.X, ev.y)
-        prior_only = _rho(prior, w / f"eval-{name}.parquet")
-        res["prior_alone"] = prior_only
+        res["paired"] = _paired(w, name, dev, prior)
+        res["prior_alone"] = _rho(prior, w / f"eval-{name}.parquet")
         out[name] = res
-    return {"configs": out, "rows": {n: int(len(_ok(w / f"eval-{n}.parquet"))) for n in CONFIGS}, "wall_s": round(time.time() - t0)}
+    return {"configs": out, "rows": {n: int(len(_ok(w / f"eval-{n}.parquet"))) for n in devices}, "wall_s": round(time.time() - t0)}
+
+
+def _paired(w: Path, name: str, dev: Path, prior: Path, n: int = 10) -> dict:
+    """10 archs of each design (free D-optimal, the default strata, uniform) from the pool,
+    measured in one session in shuffled order, so that all three share the device's drift of the
+    moment: their fits differ only by which archs they saw."""
+    pool = pd.read_parquet(w / "pool.parquet")
+    space, archs = archs_from_frame(pool, w / "pool.parquet")
+    idx = np.stack([a.indices for a in archs])
+    F = transfer_features(space, [load_prior(prior, space, "latency_ms").table])
+    sets = {"free_d_optimal": choose(space, idx, n, F, per_stratum=n), "strata": choose(space, idx, n, F),
+            "uniform": np.random.default_rng(1).choice(len(pool), n, replace=False)}
+    both = pool.iloc[sorted(set().union(*map(set, sets.values())))].sample(frac=1, random_state=0)
+    both.to_parquet(w / f"paired-archs-{name}.parquet")
+    store = w / f"paired-{name}.parquet"
+    nasctl("profile", "--device", dev, "--archs", w / f"paired-archs-{name}.parquet", "-o", store, "--retry-errors", ok=(0, 1))
+    rows, out = _ok(store), {}
+    for design, picks in sets.items():
+        sub = rows[rows["arch_id"].isin(pool["arch_id"].iloc[picks])]
+        sub.to_parquet(w / f"paired-{name}-{design}.parquet")
+        nasctl("fit-predictor", w / f"paired-{name}-{design}.parquet", "--prior", prior, "-o", w / f"fit-{name}-paired-{design}.pt")
+        out[design] = {"rows": len(sub), **_rho(w / f"fit-{name}-paired-{design}.pt", w / f"eval-{name}.parquet")}
+    return out
 
 
 def _ok(path: Path) -> pd.DataFrame:
@@ -205,8 +233,9 @@ def main():
     ap.add_argument("part", choices=["help", "local"])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--workdir", type=Path, default=Path("runs/fewshot"))
+    ap.add_argument("--configs", default="2t-b1,1t-b8", help="local: the target configs (1t-b1 is the prior)")
     a = ap.parse_args()
-    out = help_figures(a.seeds) if a.part == "help" else local_figures(a.workdir)
+    out = help_figures(a.seeds) if a.part == "help" else local_figures(a.workdir, [c for c in a.configs.split(",") if c in CONFIGS and c != "1t-b1"])
     print(json.dumps(out, indent=2))
 
 

@@ -53,6 +53,36 @@ def test_rows_carry_the_reference_speed_and_drift_against_the_configs_first_base
     assert np.allclose(b.frame()["drift"], now / base) and np.allclose(b.frame()["ref_latency_ms"], now)
 
 
+@pytest.mark.parametrize("threads", [1, len(os.sched_getaffinity(0))])
+def test_no_export_runs_beside_a_timing_where_the_agent_takes_every_core(tmp_path, monkeypatch, threads):
+    """At 2 threads on 2 cores the reference read 7.9 ms alone and 9.1-9.8 ms beside the exporter."""
+    from nasctl.device.transports.base import AgentSession
+    from nasctl.profile import runner
+
+    spans = {"export": [], "time": []}
+
+    def spanned(kind, fn):
+        def wrapped(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spans[kind].append((t0, time.perf_counter()))
+        return wrapped
+
+    monkeypatch.setattr(runner, "export_for_device", spanned("export", runner.export_for_device))
+    monkeypatch.setattr(AgentSession, "measure", spanned("time", AgentSession.measure))
+    text = (DATA / "fast-cpu.toml").read_text().replace("threads = 1", f"threads = {threads}")
+    (tmp_path / "dev.toml").write_text(text)
+    profile_archs(_archs(6, 4), SPACE, load_device(str(tmp_path / "dev.toml")), Store(tmp_path / "s.parquet"))
+    overlaps = sum(a < d and c < b for a, b in spans["export"] for c, d in spans["time"])
+    assert len(spans["time"]) >= 6 + RECENT
+    if threads >= len(os.sched_getaffinity(0)):
+        assert overlaps == 0
+    else:  # a core is free: exports overlap timings (else the run would be slower for nothing)
+        assert overlaps > 0
+
+
 def test_the_reference_is_timed_again_every_k_archs(tmp_path):
     dev = load_device(str(_device(tmp_path, 'ref_every = 2\n')))
     store = Store(tmp_path / "r.parquet")
