@@ -608,6 +608,132 @@ def devices(
         raise typer.Exit(3)
 
 
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{option} takes whole numbers separated by commas, not {text!r}") from None
+
+
+supernet_app = typer.Typer(help="Once-for-All: one elastic supernet, trained once; subnets with inherited weights.",
+                           no_args_is_help=True)
+app.add_typer(supernet_app, name="supernet")
+
+
+@supernet_app.command("train")
+def supernet_train(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder: supernet.json, checkpoint.pt, metrics.csv, supernet.pt.")] = None,
+    space: Annotated[str, typer.Option(help="A layered space (its MBConv kernels and expansions, and skip, become elastic).")] = "proxyless",
+    data: DataOpt = "digits",
+    train_limit: TrainLimitOpt = None,
+    macro: Macro = None,
+    width_mult: WidthMult = None,
+    epochs: Annotated[str, typer.Option(help="Epochs of each phase: full,kernel,depth,expand (OFA's progressive shrinking).")] = "4,2,2,2",
+    batch: Annotated[int, typer.Option(min=2, max=65_536, help="Batch size per process.")] = 64,
+    lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="Peak SGD learning rate of the full net (cosine).")] = 0.05,
+    shrink_lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="Peak learning rate of each shrinking phase.")] = 0.02,
+    random: Annotated[int, typer.Option(min=0, max=64, help="Random subnets per step beside the largest and smallest (sandwich rule).")] = 2,
+    resolutions: Annotated[Optional[str], typer.Option(help="Per-batch input resolutions, e.g. 24,28,32 (default: the data's).")] = None,
+    holdout: Annotated[int, typer.Option(min=1, max=100_000_000, help="Training images kept apart to score subnets on.")] = 2000,
+    seed: Seed = 0,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the training in this folder exactly where it stopped.")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Train an elastic supernet by progressive shrinking; resumable, torchrun-ready."""
+    from nasctl.data import load_data
+    from nasctl.ofa.elastic import new_supernet
+    from nasctl.ofa.shrink import FILES, Shrink, read_record, record, train_supernet
+    from nasctl.space.space import load_space
+    from nasctl.train.loop import rank
+
+    if resume is not None:
+        out = input_path(resume, "--resume", folder=True)
+        if not (out / "checkpoint.pt").is_file():
+            raise UserError(f"--resume {out}: no checkpoint.pt to resume from")
+        sp, doc, shrink = read_record(out)
+        d = load_data(doc["data"], train_limit=doc["train_limit"])
+    elif output is None:
+        raise UserError("give -o OUTPUT (or --resume FOLDER)")
+    else:
+        out = output_path(output, folder=True, writes=FILES)
+        shrink = Shrink(epochs=_ints(epochs, "--epochs"), batch=batch, lr=lr, shrink_lr=shrink_lr, random=random,
+                        resolutions=_ints(resolutions, "--resolutions") if resolutions else (), holdout=holdout, seed=seed)
+        d = load_data(data, train_limit=train_limit)
+        sp = load_space(space)
+        if not hasattr(sp, "layers"):
+            raise UserError(f"--space {space}: Once-for-All needs a layered space, not a cell space")
+        if macro is None and d.resolution <= 64 and "cifar" in sp.macros:
+            macro = "cifar"  # small images: fewer stride-2 steps, as retrain does
+        sp = sp.with_params(macro=macro, resolution=d.resolution, num_classes=d.num_classes, width_mult=width_mult)
+        new_supernet(sp)  # a space Once-for-All cannot make elastic is refused before anything is written
+        if rank() == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            record(sp, data, train_limit, shrink, out)
+    lead = rank() == 0
+    progress = Progress(TextColumn("[bold]supernet[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet or not lead)
+    with progress:
+        per_epoch = None
+        task = progress.add_task("", total=None)
+
+        def on_step(row):
+            nonlocal per_epoch
+            if per_epoch is None:
+                per_epoch = row["steps"]
+                progress.update(task, total=per_epoch * sum(shrink.epochs))
+            progress.update(task, completed=(row["epoch"] - 1) * per_epoch + row["step"],
+                            description=f"{row['phase']} (epoch {row['epoch']} of {sum(shrink.epochs)})")
+
+        summary = train_supernet(sp, d, shrink, out, resume=resume is not None, on_step=on_step)
+    if lead:
+        _emit(as_json, summary, f"{summary['epochs']} epochs -> {out}: largest subnet's loss {summary.get('largest_loss', float('nan')):.3f}")
+
+
+@supernet_app.command("eval")
+def supernet_eval(
+    supernet: Annotated[Path, typer.Argument(help="Folder of `nasctl supernet train`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Rows (.parquet/.csv): arch, top1, ... for `fit-predictor --metric top1`.")],
+    n: Annotated[int, typer.Option("--n", min=1, max=1_000_000, help="Subnets to score (the largest and smallest first).")] = 100,
+    seed: Seed = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Score inherited subnets (BN recalibrated) on the supernet's held-out training images."""
+    from nasctl.ofa.score import score_subnets
+    from nasctl.ofa.shrink import load_supernet
+    from nasctl.tables import write_table
+
+    require_suffix(output, (".parquet", ".csv"), "rows")
+    output_path(output, inputs=(supernet,))
+    net, elastic, _ = load_supernet(input_path(supernet, "SUPERNET", folder=True))
+    progress = Progress(TextColumn("[bold]supernet eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet)
+    with progress:
+        task = progress.add_task("", total=n)
+        rows = score_subnets(supernet, net, elastic, n, seed, on_row=lambda i: progress.update(task, completed=i))
+    write_table(rows, output)
+    _emit(as_json, {"output": str(output), "rows": len(rows), "top1_min": float(rows["top1"].min()),
+                    "top1_max": float(rows["top1"].max()), "eval_s": float(rows["eval_s"].sum())},
+          f"{len(rows)} subnets -> {output}: top-1 {rows['top1'].min():.1%}..{rows['top1'].max():.1%} (held-out training images)")
+
+
+@supernet_app.command("extract")
+def supernet_extract(
+    supernet: Annotated[Path, typer.Argument(help="Folder of `nasctl supernet train`.")],
+    arch: Annotated[str, typer.Option(help="The subnet: an arch string of the supernet's space, or an arch.json.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder: model.pt and arch.json, as `nasctl export` takes them.")],
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Cut a subnet out of the supernet with its inherited weights (BN recalibrated): no retrain."""
+    from nasctl.ofa.score import extract
+
+    output_path(output, folder=True, inputs=(supernet,), writes=("model.pt", "arch.json"))
+    summary = extract(input_path(supernet, "SUPERNET", folder=True), arch, output)
+    _emit(as_json, summary, f"{summary['arch_id']} -> {output}: top-1 {summary['top1_heldout']:.2%} on held-out training images")
+
+
 def _no_empty(args: list[str]) -> None:
     """No nasctl option or argument takes an empty value: a path "" would be the current folder
     (typer makes it "."), a name "" matches nothing. Checked on the raw words, before parsing."""

@@ -64,14 +64,17 @@ class SuperKernel(nn.Module):
         return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c],
                             bn.training, bn.momentum, bn.eps)
 
+    def kernel(self, mid: int, k: int) -> torch.Tensor:
+        """The depthwise weights of a kK op on `mid` channels: the centre of the largest kernel."""
+        c = (self.kmax - k) // 2
+        return self.depthwise[:mid, :, c:c + k, c:c + k]
+
     def forward(self, x: torch.Tensor, op: Op) -> torch.Tensor:
         mid, k = self.cin * op.expand, op.kernel
         y = x
         if op.expand != 1 or self.expand_e1:
             y = self.act(self._bn(self.bn[0], F.conv2d(y, self.expand[:mid])))
-        c = (self.kmax - k) // 2
-        y = self.act(self._bn(self.bn[1], F.conv2d(y, self.depthwise[:mid, :, c:c + k, c:c + k], None,
-                                                   self.stride, k // 2, 1, mid)))
+        y = self.act(self._bn(self.bn[1], F.conv2d(y, self.kernel(mid, k), None, self.stride, k // 2, 1, mid)))
         if op.se:
             y = self.excite(y, squeeze_channels(self.cin, op.se))
         y = self._bn(self.bn[2], F.conv2d(y, self.project[:, :mid]))
@@ -82,12 +85,12 @@ class MixedLayer(nn.Module):
     """One searchable layer: a shared superkernel for its plain MBConv ops (or a block per op
     with `shared=False`), and its own block for anything else (skip, grouped convs)."""
 
-    def __init__(self, space: SearchSpace, layer: LayerSpec, shared: bool = True):
+    def __init__(self, space: SearchSpace, layer: LayerSpec, shared: bool = True, kernel: type[SuperKernel] = SuperKernel):
         super().__init__()
         ops = [parse_op(o) for o in layer.ops]
         share = [o for o in ops if shared and not o.is_skip and o.groups == 1]
         self.ops = {space.ops.index(o.name): o for o in ops}
-        self.superkernel = SuperKernel(space, layer, share) if share else None
+        self.superkernel = kernel(space, layer, share) if share else None
         self.shared = {o.name for o in share}
         self.blocks = nn.ModuleDict({o.name: make_block(space, layer.in_ch, layer.out_ch, layer.stride, o.name)
                                      for o in ops if o.name not in self.shared})
@@ -106,10 +109,10 @@ class MixedLayer(nn.Module):
 
 
 class SuperNet(Macro):
-    def __init__(self, space: SearchSpace, shared: bool = True):
+    def __init__(self, space: SearchSpace, shared: bool = True, kernel: type[SuperKernel] = SuperKernel):
         super().__init__(space)
         self.space = space
-        self.layers = nn.ModuleList(MixedLayer(space, l, shared) for l in space.layers)
+        self.layers = nn.ModuleList(MixedLayer(space, l, shared, kernel) for l in space.layers)
 
     def forward(self, x: torch.Tensor, gates: torch.Tensor, mode: str = "single") -> torch.Tensor:
         """`gates` per layer: a one-hot that picks one path ("single"), soft weights over all

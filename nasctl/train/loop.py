@@ -3,12 +3,16 @@ device, memory layout) and how it steps (parameter groups, the learning-rate sch
 
 from __future__ import annotations
 
+import io
 import math
 import os
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from nasctl.tables import atomic_write
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -48,3 +52,10 @@ def layout(device: torch.device) -> torch.memory_format:
     """channels_last on the CPU, where oneDNN runs these nets' depthwise convs 1.5-2x faster in
     training (measured on proxyless nets at 16-32 px); the default layout elsewhere."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+def save(obj, path: Path) -> None:
+    """torch.save, atomically: a run killed while writing its checkpoint keeps the last whole one."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())

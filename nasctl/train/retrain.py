@@ -9,7 +9,6 @@ rank 0 writes.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -30,7 +29,7 @@ from nasctl.errors import UserError
 from nasctl.models import build
 from nasctl.space.space import Arch
 from nasctl.tables import atomic_write, to_json, write_table
-from nasctl.train.loop import distributed, layout, lr_factor, param_groups, rank
+from nasctl.train.loop import distributed, layout, lr_factor, param_groups, rank, save
 
 RUN_FILES = ("run.json", "checkpoint.pt", "metrics.csv", "model.pt", "arch.json")  # what a run folder receives
 
@@ -133,12 +132,6 @@ def _evaluate(model: nn.Module, data, device, batch: int) -> dict:
     return {"val_loss": loss / n, "top1": top1 / n, "top5": top5 / n}
 
 
-def _save(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write(path, buf.getvalue())
-
-
 def arch_doc(arch: Arch) -> dict:
     """What `export` (and a later retrain) needs to rebuild the network."""
     p = arch.space.params
@@ -227,13 +220,13 @@ def retrain(
                 ck["ema"] = ema.state_dict()
             if device.type == "cuda":
                 ck["cuda_rng"] = torch.cuda.get_rng_state(device)
-            _save(ck, ckpt_path)
+            save(ck, ckpt_path)
             write_table(pd.DataFrame(rows), out / "metrics.csv")
         on_epoch(row)
 
     final = (ema.module if ema is not None else model).state_dict()
     if rank == 0:
-        _save({"model": final, "arch": to_json(arch_doc(arch))}, out / "model.pt")
+        save({"model": final, "arch": to_json(arch_doc(arch))}, out / "model.pt")
         atomic_write(out / "arch.json", to_json({**arch_doc(arch), "recipe": asdict(recipe), "data": data.name}, indent=2).encode())
     if world > 1:
         dist.barrier()
