@@ -706,12 +706,12 @@ def supernet_eval(
 
     require_suffix(output, (".parquet", ".csv"), "rows")
     output_path(output, inputs=(supernet,))
-    net, elastic, _ = load_supernet(input_path(supernet, "SUPERNET", folder=True))
+    trained = load_supernet(input_path(supernet, "SUPERNET", folder=True))
     progress = Progress(TextColumn("[bold]supernet eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet)
     with progress:
         task = progress.add_task("", total=n)
-        rows = score_subnets(supernet, net, elastic, n, seed, on_row=lambda i: progress.update(task, completed=i))
+        rows = score_subnets(trained, n, seed, on_row=lambda i: progress.update(task, completed=i))
     write_table(rows, output)
     _emit(as_json, {"output": str(output), "rows": len(rows), "top1_min": float(rows["top1"].min()),
                     "top1_max": float(rows["top1"].max()), "eval_s": float(rows["eval_s"].sum())},
@@ -728,9 +728,10 @@ def supernet_extract(
 ):
     """Cut a subnet out of the supernet with its inherited weights (BN recalibrated): no retrain."""
     from nasctl.ofa.score import extract
+    from nasctl.ofa.shrink import load_supernet
 
     output_path(output, folder=True, inputs=(supernet,), writes=("model.pt", "arch.json"))
-    summary = extract(input_path(supernet, "SUPERNET", folder=True), arch, output)
+    summary = extract(load_supernet(input_path(supernet, "SUPERNET", folder=True)), arch, output)
     _emit(as_json, summary, f"{summary['arch_id']} -> {output}: top-1 {summary['top1_heldout']:.2%} on held-out training images")
 
 

@@ -15,8 +15,9 @@ import torch
 from conftest import DATA
 from nasctl.cli import run
 from nasctl.data import load_data
-from nasctl.ofa.elastic import PHASES, gates, new_supernet, subnet
+from nasctl.ofa.elastic import PHASES, new_supernet, subnet
 from nasctl.ofa.shrink import Shrink, record, train_supernet
+from nasctl.search.supernet import path_gates
 from nasctl.space import load_space
 
 SPACE = load_space("proxyless").with_params(macro="cifar", resolution=16, num_classes=10, width_mult=0.25)
@@ -61,7 +62,7 @@ def test_a_subnet_cut_out_is_the_supernet_path_and_exports_with_parity(tmp_path)
     for p in PHASES:
         idx = el.draw(p, gen)
         with torch.no_grad():
-            want = net(x, gates(SPACE, idx, "cpu"))
+            want = net(x, path_gates(SPACE, idx, "cpu"))
             got = subnet(net, el.arch(idx)).eval()(x)
         assert torch.allclose(got, want, atol=1e-5), p
     # the transforms matter: k3 is not just the centre of k7 any more
@@ -73,10 +74,10 @@ def test_sorting_channels_keeps_the_widest_op_and_puts_the_important_first():
     net, el = _perturbed()
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
-        before = net(x, gates(SPACE, el.largest(), "cpu"))
+        before = net(x, path_gates(SPACE, el.largest(), "cpu"))
         for layer in net.layers:
             layer.superkernel.sort_channels()
-        after = net(x, gates(SPACE, el.largest(), "cpu"))
+        after = net(x, path_gates(SPACE, el.largest(), "cpu"))
     assert torch.allclose(before, after, atol=1e-5)
     imp = net.layers[3].superkernel.project.abs().sum((0, 2, 3))
     assert (imp[:-1] >= imp[1:]).all()

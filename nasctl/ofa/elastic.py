@@ -16,7 +16,6 @@ import itertools
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
@@ -39,6 +38,8 @@ class ElasticKernel(SuperKernel):
     def __init__(self, space: SearchSpace, layer: LayerSpec, ops: list[Op]):
         super().__init__(space, layer, ops)
         self.kernels = sorted({o.kernel for o in ops}, reverse=True)
+        # an e1 op without an expand conv reads the block's input channels as its middle ones
+        self.sortable = self.expand is not None and (space.expand_e1 or all(o.expand != 1 for o in ops))
         self.transforms = nn.ParameterDict({f"{a}to{b}": nn.Parameter(torch.eye(b * b))
                                             for a, b in zip(self.kernels, self.kernels[1:])})
 
@@ -51,16 +52,14 @@ class ElasticKernel(SuperKernel):
             w = (w[:, :, c:c + b, c:c + b].reshape(mid, b * b) @ self.transforms[f"{a}to{b}"]).reshape(mid, 1, b, b)
         return w
 
-    def sortable(self) -> bool:
-        """The middle channels can be reordered only where every op makes them (an expand conv);
-        an e1 op without one reads the block's input channels directly."""
-        return self.expand is not None and self.expand.shape[0] == self.depthwise.shape[0]
-
     @torch.no_grad()
     def sort_channels(self) -> None:
         """Reorder the middle channels by importance (the L1 norm of their projection weights),
         most important first, so that a narrow expansion keeps the channels that matter (OFA,
-        before elastic width). The function of the widest op is unchanged."""
+        before elastic width). The function of the widest op is unchanged. Not where it is not
+        `sortable`."""
+        if not self.sortable:
+            return
         order = self.project.abs().sum((0, 2, 3)).argsort(descending=True)
         for p in (self.expand, self.depthwise):
             p.copy_(p[order])
@@ -80,6 +79,7 @@ class Elastic:
     def __init__(self, net: SuperNet):
         self.space = space = net.space
         self.phase_ops: dict[str, list[list[int]]] = {p: [] for p in PHASES}
+        self.cost = np.zeros(space.allowed.shape)  # what "smallest" orders by: kernel² x expansion, skip least
         for i, layer in enumerate(net.layers):
             mb = {k: o for k, o in layer.ops.items() if not o.is_skip}
             if not mb or layer.superkernel is None or set(layer.shared) != {o.name for o in mb.values()}:
@@ -94,12 +94,8 @@ class Elastic:
             skip = [k for k, o in layer.ops.items() if o.is_skip]
             for phase, ops in zip(PHASES, (largest, kernels, kernels + skip, list(layer.ops))):
                 self.phase_ops[phase].append(sorted(ops))
-        L, K = space.allowed.shape
-        cost = np.zeros((L, K))
-        for i, layer in enumerate(net.layers):
             for k, o in layer.ops.items():
-                cost[i, k] = -1.0 if o.is_skip else o.kernel ** 2 * o.expand  # what "smallest" orders by
-        self.cost = cost
+                self.cost[i, k] = -1.0 if o.is_skip else o.kernel ** 2 * o.expand
 
     def largest(self) -> np.ndarray:
         return np.array([ops[0] for ops in self.phase_ops["full"]])
@@ -118,11 +114,6 @@ class Elastic:
 def new_supernet(space: SearchSpace) -> tuple[SuperNet, Elastic]:
     net = SuperNet(space, kernel=ElasticKernel)
     return net, Elastic(net)
-
-
-def gates(space: SearchSpace, idx: np.ndarray, device) -> torch.Tensor:
-    """The one-hot gate rows that run the subnet `idx` through `SuperNet.forward`."""
-    return F.one_hot(torch.as_tensor(idx, device=device), space.allowed.shape[1]).float()
 
 
 def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, c: int) -> None:

@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from nasctl.data import Data
 from nasctl.errors import UserError
-from nasctl.ofa.elastic import PHASES, Elastic, ElasticKernel, gates, new_supernet
-from nasctl.search.supernet import SuperNet
+from nasctl.ofa.elastic import PHASES, Elastic, new_supernet
+from nasctl.search.supernet import SuperNet, path_gates
 from nasctl.space.space import SearchSpace
 from nasctl.tables import atomic_write, to_json, write_table
 from nasctl.train.loop import distributed, layout, lr_factor, param_groups, save
@@ -120,8 +120,7 @@ def train_supernet(space: SearchSpace, data: Data, shrink: Shrink, out: Path, re
         if opt is None or epoch == 0:
             if epoch == 0 and phase == "expand":
                 for layer in net.layers:
-                    if isinstance(layer.superkernel, ElasticKernel) and layer.superkernel.sortable():
-                        layer.superkernel.sort_channels()
+                    layer.superkernel.sort_channels()
             opt = torch.optim.SGD(param_groups(net, shrink.weight_decay), lr=lr, momentum=shrink.momentum, nesterov=True)
             if resume and n == start and epoch > 0:
                 opt.load_state_dict(ck["optimizer"])
@@ -143,7 +142,7 @@ def train_supernet(space: SearchSpace, data: Data, shrink: Shrink, out: Path, re
             teacher, subnets = None, _sandwich(elastic, phase, shrink.random, gen)
             for idx in subnets:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = ddp(x, gates(space, idx, device)).float()
+                    logits = ddp(x, path_gates(space, idx, device)).float()
                 if teacher is None:
                     loss = F.cross_entropy(logits, y, label_smoothing=shrink.label_smoothing)
                     teacher = logits.detach().softmax(1)
@@ -202,10 +201,26 @@ def read_record(path: Path) -> tuple[SearchSpace, dict, Shrink]:
     return space, doc, shrink
 
 
-def load_supernet(path: Path, space: SearchSpace | None = None) -> tuple[SuperNet, Elastic, dict]:
-    """A trained supernet folder's net (eval mode), its elastic sets and its record; `space`, if
-    given, must be the definition it was trained on."""
-    sp, doc, _ = read_record(path)
+@dataclass
+class Trained:
+    """A trained supernet folder: its net (eval mode), elastic sets, record and recipe."""
+
+    path: Path
+    net: SuperNet
+    elastic: Elastic
+    doc: dict
+    shrink: Shrink
+
+    def splits(self) -> tuple[Subset, Subset]:
+        """(train, held out) of the data it was trained on."""
+        from nasctl.data import load_data
+
+        return holdout_split(load_data(self.doc["data"], train_limit=self.doc["train_limit"]), self.shrink)
+
+
+def load_supernet(path: Path, space: SearchSpace | None = None) -> Trained:
+    """A trained supernet folder; `space`, if given, must be the definition it was trained on."""
+    sp, doc, shrink = read_record(path)
     if space is not None and space.definition_hash != sp.definition_hash:
         raise UserError(f"{path}: the supernet is of another space definition ({sp.name} {sp.definition_hash[:12]}) "
                         f"than {space.name} {space.definition_hash[:12]}")
@@ -219,4 +234,4 @@ def load_supernet(path: Path, space: SearchSpace | None = None) -> tuple[SuperNe
         raise UserError(f"{path}: training has not finished (no supernet.pt; continue with `nasctl supernet train --resume {path}`)") from None
     except Exception as e:
         raise UserError(f"{path / 'supernet.pt'}: cannot read it ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    return net.eval(), elastic, doc
+    return Trained(path, net.eval(), elastic, doc, shrink)

@@ -18,6 +18,7 @@ from nasctl.errors import UserError
 from nasctl.models import build
 from nasctl.search.constraints import Constraint
 from nasctl.search.engine import Searcher
+from nasctl.search.supernet import path_gates
 from nasctl.space.sample import sample
 from nasctl.space.space import Arch, SearchSpace
 from nasctl.train.loop import layout, lr_factor, param_groups
@@ -115,8 +116,7 @@ def evolution_search(searcher: Searcher, population: int, generations: int, on_g
     def fitness(idx: np.ndarray) -> float:
         key = idx.tobytes()
         if key not in cache:
-            gates = F.one_hot(torch.as_tensor(idx), allowed.shape[1]).float().to(searcher.device)
-            cache[key] = accuracy(s.net, searcher, gates, limit=512)
+            cache[key] = accuracy(s.net, searcher, path_gates(s.space, idx, searcher.device), limit=512)
         return cache[key]
 
     def mutate(idx: np.ndarray) -> np.ndarray:

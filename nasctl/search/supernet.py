@@ -123,6 +123,11 @@ class SuperNet(Macro):
         return self.classify(x)
 
 
+def path_gates(space: SearchSpace, idx, device) -> torch.Tensor:
+    """The one-hot gate rows that run the whole arch `idx` ((L,) op indices) as one path."""
+    return F.one_hot(torch.as_tensor(idx, device=device), space.allowed.shape[1]).float()
+
+
 def masked(alpha: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """α with the ops a layer may not take at -inf, so no relaxation ever picks them."""
     return alpha.masked_fill(~allowed, float("-inf"))

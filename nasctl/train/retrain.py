@@ -115,7 +115,7 @@ def resume_run(out: Path) -> Run:
     return Run(arch, data, recipe, out, resume=True)
 
 
-def _evaluate(model: nn.Module, data, device, batch: int) -> dict:
+def evaluate(model: nn.Module, data, device, batch: int) -> dict:
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     n = loss = top1 = top5 = 0.0
@@ -206,7 +206,7 @@ def retrain(
         evaluated = ema.module if ema is not None else model
         scored = (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs
         row = {"epoch": epoch + 1, "train_loss": float(loss_sum[0] / loss_sum[1]),
-               **(_evaluate(evaluated, data.val, device, recipe.batch) if scored else dict.fromkeys(("val_loss", "top1", "top5"), math.nan)),
+               **(evaluate(evaluated, data.val, device, recipe.batch) if scored else dict.fromkeys(("val_loss", "top1", "top5"), math.nan)),
                "lr": opt.param_groups[0]["lr"], "time_s": time.perf_counter() - t0}
         rows.append(row)
         if not math.isfinite(row["train_loss"]):  # a diverged run never ends in a model.pt
