@@ -499,10 +499,12 @@ def retrain(
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the init, the data order and dropout.")] = 0,
     eval_every: Annotated[int, typer.Option(min=1, max=100_000, help="Score top-1 every N epochs (and after the last).")] = 1,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder exactly where it stopped.")] = None,
+    from_supernet: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the arch's weights inherited from this "
+                                                          "`nasctl supernet train` folder (BN recalibrated), not a fresh init.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
-    """Train an architecture from scratch (SGD, cosine, label smoothing); resumable, torchrun-ready."""
+    """Train an architecture from scratch (SGD, cosine, label smoothing), or fine-tune a supernet's subnet; resumable, torchrun-ready."""
     from nasctl.space.archfile import arch_file
     from nasctl.train.loop import rank
     from nasctl.train.retrain import RUN_FILES, Recipe, new_run, resume_run, retrain as train
@@ -512,10 +514,11 @@ def retrain(
     elif arch is None or output is None:
         raise UserError("give an arch and -o OUTPUT (or --resume RUN_DIR)")
     else:
-        output_path(output, folder=True, inputs=(arch_file(arch), space), writes=RUN_FILES)
+        output_path(output, folder=True, inputs=(arch_file(arch), space, from_supernet), writes=RUN_FILES)
         recipe = Recipe(epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                         label_smoothing=label_smoothing, dropout=dropout, ema=ema, amp=amp, seed=seed, eval_every=eval_every)
-        run = new_run(arch, data, output, recipe, space, macro, train_limit, width_mult)
+        run = new_run(arch, data, output, recipe, space, macro, train_limit, width_mult,
+                      input_path(from_supernet, "--from-supernet", folder=True))
     lead = rank() == 0  # under torchrun only rank 0 writes and talks
     progress = Progress(TextColumn("[bold]retrain[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet or not lead)
@@ -526,7 +529,7 @@ def retrain(
         def on_epoch(row):
             progress.update(task, completed=row["epoch"], description=f"{name}: top-1 {row['top1']:.1%}, loss {row['train_loss']:.3f}")
 
-        summary = train(run.arch, run.data, run.recipe, run.out, resume=run.resume, on_epoch=on_epoch)
+        summary = train(run.arch, run.data, run.recipe, run.out, resume=run.resume, on_epoch=on_epoch, init=run.init)
     if lead:
         _emit(as_json, summary, f"{summary['epochs']} epochs -> {run.out}: top-1 {summary.get('top1', float('nan')):.2%}, "
               f"top-5 {summary.get('top5', float('nan')):.2%}")
@@ -608,11 +611,16 @@ def devices(
         raise typer.Exit(3)
 
 
-def _ints(text: str, option: str) -> tuple[int, ...]:
+def _numbers(text: str, option: str, kind: type = int) -> tuple:
+    """A comma-separated list option: 2,1,1,1 (or, with kind=float, positive numbers like 6,9.5)."""
     try:
-        return tuple(int(v) for v in text.split(","))
+        got = tuple(kind(v) for v in text.split(","))
     except ValueError:
-        raise UserError(f"{option} takes whole numbers separated by commas, not {text!r}") from None
+        got = ()
+    if not got or (kind is float and not all(0 < v < math.inf for v in got)):
+        what = "whole numbers" if kind is int else "positive numbers"
+        raise UserError(f"{option} takes {what} separated by commas, not {text!r}")
+    return got
 
 
 supernet_app = typer.Typer(help="Once-for-All: one elastic supernet, trained once; subnets with inherited weights.",
@@ -657,8 +665,8 @@ def supernet_train(
         raise UserError("give -o OUTPUT (or --resume FOLDER)")
     else:
         out = output_path(output, folder=True, writes=FILES)
-        shrink = Shrink(epochs=_ints(epochs, "--epochs"), batch=batch, lr=lr, shrink_lr=shrink_lr, random=random,
-                        resolutions=_ints(resolutions, "--resolutions") if resolutions else (), holdout=holdout, seed=seed)
+        shrink = Shrink(epochs=_numbers(epochs, "--epochs"), batch=batch, lr=lr, shrink_lr=shrink_lr, random=random,
+                        resolutions=_numbers(resolutions, "--resolutions") if resolutions else (), holdout=holdout, seed=seed)
         d = load_data(data, train_limit=train_limit)
         sp = load_space(space)
         if not hasattr(sp, "layers"):
@@ -733,6 +741,70 @@ def supernet_extract(
     output_path(output, folder=True, inputs=(supernet,), writes=("model.pt", "arch.json"))
     summary = extract(load_supernet(input_path(supernet, "SUPERNET", folder=True)), arch, output)
     _emit(as_json, summary, f"{summary['arch_id']} -> {output}: top-1 {summary['top1_heldout']:.2%} on held-out training images")
+
+
+def _per_device(given: list[str] | None, option: str, kind=None) -> dict:
+    """['6,9', 'cpu2=4,5'] -> {'': (6, 9), 'cpu2': (4, 5)}: "" is every device. Values are
+    positive numbers, or with `kind` taken as they are (a device profile)."""
+    out: dict = {}
+    for text in given or ():
+        name, sep, value = text.partition("=") if kind else text.rpartition("=")
+        name, value = (name, value) if sep else ("", text)
+        if name in out:
+            raise UserError(f"{option}: {'every device' if not name else name} is given twice")
+        out[name] = kind(value) if kind else _numbers(value, option, float)
+    return out
+
+
+@supernet_app.command("search")
+def supernet_search(
+    supernet: Annotated[Path, typer.Argument(help="Folder of `nasctl supernet train`.")],
+    accuracy: Annotated[Path, typer.Option(help="Top-1 predictor fitted on `nasctl supernet eval` rows (--metric top1).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder: <device>-<target>/ (arch.json, model.pt), pareto-<device>.png, ofa.json, ofa.csv.")],
+    predictor: Annotated[list[Path], typer.Option(help="A device's latency (ms) or energy (mJ) predictor; repeat for more devices. "
+                                                   "Its file stem names the device's folders.")],
+    target_ms: Annotated[Optional[list[str]], typer.Option(help="Latency targets: 6,9,12 for every ms predictor, or "
+                                                           "cpu2=4,6 for one (repeat the option).")] = None,
+    target_mj: Annotated[Optional[list[str]], typer.Option(help="Energy targets, as --target-ms.")] = None,
+    max_params: Annotated[Optional[str], typer.Option(help="Params budget for every pair, e.g. 2.5M (counted at the device's config).")] = None,
+    max_mflops: Annotated[Optional[str], typer.Option(help="Multiply-add budget in millions for every pair.")] = None,
+    population: Annotated[int, typer.Option(min=2, max=100_000, help="Living population of the regularized evolution.")] = 100,
+    generations: Annotated[int, typer.Option(min=1, max=100_000, help="Generations per (device, target).")] = 40,
+    verify: Annotated[Optional[list[str]], typer.Option(help="Measure the chosen nets on a device profile: local for every device, or "
+                                                        "cpu2=cpu-2t.toml for one (repeat the option).")] = None,
+    host: Annotated[Optional[str], typer.Option(help="--verify on an SSH/adb device: address or serial.")] = None,
+    tolerance: Annotated[float, typer.Option(min=1e-9, max=1.0, help="Allowed relative gap between measured and target.")] = 0.03,
+    verify_wait: Annotated[float, typer.Option(min=0.0, max=86_400.0, help="Seconds a disturbed --verify waits in all for a quiet device.")] = 300.0,
+    calibrate: Annotated[bool, typer.Option(help="If --verify misses, shift that predictor by the residual and evolve again, once.")] = True,
+    seed: Seed = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Once-for-All's search: a net for every (device, target), in seconds each, weights inherited."""
+    from nasctl.ofa.deploy import FILES, Deploy, deploy
+    from nasctl.ofa.evolve import Evolution
+    from nasctl.search.run import Events
+
+    output_path(output, folder=True, inputs=(supernet, accuracy, *predictor), writes=FILES)
+    d = Deploy(accuracy=str(input_path(accuracy, "--accuracy")), predictors=tuple(str(input_path(p, "--predictor")) for p in predictor),
+               targets={"ms": _per_device(target_ms, "--target-ms"), "mJ": _per_device(target_mj, "--target-mj")},
+               max_params=max_params, max_mflops=max_mflops,
+               verify=_per_device(verify, "--verify", str), host=host, tolerance=tolerance, verify_wait_s=verify_wait, calibrate=calibrate,
+               evolution=Evolution(population=population, generations=generations, seed=seed))
+    note = (lambda t: None) if quiet else (lambda t: err.print(f"[yellow]{t}[/]"))
+    on_pair = (lambda r: None) if quiet else (lambda r: err.print(
+        f"{r['pair']}: {r['arch_id']} predicted {r['predicted']:.4g} {r['unit']}, top-1 {r['predicted_top1']:.1%} predicted, "
+        f"{r['top1_heldout']:.1%} inherited ({r['search_s']:.1f} s search, {r['extract_s']:.1f} s weights)"))
+    doc = deploy(input_path(supernet, "SUPERNET", folder=True), d, output, Events(on_pair, note))
+    lines = [f"{len(doc['results'])} nets -> {output} ({doc['wall_s']:.0f} s)"]
+    for r in doc["results"]:
+        got = f", measured {r['measured']:.4g} ({r['gap']:+.1%}){'' if r['met'] else ' MISSED'}" if "measured" in r else ""
+        lines.append(f"  {r['pair']}: {r['arch_id']} predicted {r['predicted']:.4g} {r['unit']}{got}, inherited top-1 {r['top1_heldout']:.1%}")
+    _emit(as_json, doc, "\n".join(lines))
+    if any(r["verify_status"].startswith("unverified") for r in doc["results"]):
+        raise typer.Exit(4)
+    if any(r.get("met") is False for r in doc["results"]):
+        raise typer.Exit(1)
 
 
 def _no_empty(args: list[str]) -> None:

@@ -178,3 +178,118 @@ def test_torchrun_ddp_trains_the_supernet_with_two_gloo_processes(tmp_path):
     summaries = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1 and summaries[0]["world_size"] == 2  # only rank 0 talks
     assert list(pd.read_csv(out / "metrics.csv")["phase"]) == list(PHASES) and (out / "supernet.pt").exists()
+
+
+@pytest.fixture(scope="module")
+def deploy_inputs(trained, tmp_path_factory, fast_device_path=str(DATA / "fast-cpu.toml")):
+    """The trained supernet's accuracy predictor (40 inherited subnets scored), and latency
+    predictors of its space at its own config, fitted on 40 archs timed here (fast protocol):
+    dev-a.pt, and dev-b.pt a copy of it under a second device's name."""
+    d = tmp_path_factory.mktemp("deploy")
+    assert run(["supernet", "eval", str(trained), "--n", "40", "-o", str(d / "acc.parquet"), "-q"]) == 0
+    assert run(["fit-predictor", str(d / "acc.parquet"), "--metric", "top1", "-o", str(d / "acc.pt"), "-q"]) == 0
+    p = json.loads((trained / "supernet.json").read_text())["params"]
+    assert run(["sample", "--space", "proxyless", "--n", "40", "--resolution", str(p["resolution"]), "--width-mult", str(p["width_mult"]),
+                "--macro", p["macro"], "--num-classes", "10", "-o", str(d / "archs.parquet"), "-q"]) == 0
+    assert run(["profile", "--device", fast_device_path, "--archs", str(d / "archs.parquet"), "-o", str(d / "lat.parquet"), "-q"]) == 0
+    assert run(["fit-predictor", str(d / "lat.parquet"), "-o", str(d / "dev-a.pt"), "-q"]) == 0
+    shutil.copy(d / "dev-a.pt", d / "dev-b.pt")
+    shutil.copy(d / "dev-a.json", d / "dev-b.json")
+    return d
+
+
+def _targets(deploy_inputs, qs=(0.4, 0.6)):
+    from nasctl.predict import Predictor
+    from nasctl.space.sample import sample
+
+    p = Predictor.load(deploy_inputs / "dev-a.pt")
+    lat = p.predict_indices(sample(p.space(), 2000, 1))[0]
+    return [round(float(np.quantile(lat, q)), 4) for q in qs]
+
+
+def test_ofa_search_gives_each_device_and_target_the_best_predicted_net_with_inherited_weights(trained, deploy_inputs, tmp_path, capsys):
+    from nasctl.predict import Predictor
+    from nasctl.space.sample import sample
+
+    t = _targets(deploy_inputs)
+    out = tmp_path / "deploy"
+    args = ["supernet", "search", str(trained), "--accuracy", str(deploy_inputs / "acc.pt"), "--predictor", str(deploy_inputs / "dev-a.pt"),
+            "--predictor", str(deploy_inputs / "dev-b.pt"), "--target-ms", ",".join(map(str, t)), "--target-ms", f"dev-b={t[1]}",
+            "--max-params", "2M", "-o", str(out), "--json", "-q"]
+    assert run(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    pairs = {r["pair"]: r for r in doc["results"]}
+    assert set(pairs) == {f"dev-a-{t[0]:g}ms", f"dev-a-{t[1]:g}ms", f"dev-b-{t[1]:g}ms"}  # dev-b's own target replaces the shared ones
+    assert (out / "pareto-dev-a.png").stat().st_size > 0 and (out / "pareto-dev-b.png").exists()
+    assert len(pd.read_csv(out / "ofa.csv")) == 3
+    acc, lat = Predictor.load(deploy_inputs / "acc.pt"), Predictor.load(deploy_inputs / "dev-a.pt")
+    space = lat.space()
+    pool = sample(space, 20000, 7)
+    for name, r in pairs.items():
+        assert abs(r["predicted"] / r["target"] - 1) <= 0.01 and r["budgets"]["params"]["count"] <= 2.0
+        arch = json.loads((out / name / "arch.json").read_text())
+        assert arch["arch"] == r["arch"] and arch["ofa"]["target"] == r["target"] and 0 <= arch["inherited"]["top1_heldout"] <= 1
+        # the evolution beats drawing 20,000 archs at random under the same constraints
+        ok = (np.abs(lat.predict_indices(pool)[0] / r["target"] - 1) <= 0.01)
+        assert r["predicted_top1"] >= acc.predict_indices(pool[ok])[0].max() - 1e-6
+    assert run(["export", str(out / f"dev-a-{t[0]:g}ms"), "--format", "onnx", "-o", str(tmp_path / "net.onnx"), "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["parity_max_abs_diff"] <= 1e-4
+
+
+def test_ofa_verify_measures_each_net_on_its_device(trained, deploy_inputs, tmp_path, capsys):
+    t = _targets(deploy_inputs, (0.5,))[0]
+    out = tmp_path / "v"
+    code = run(["supernet", "search", str(trained), "--accuracy", str(deploy_inputs / "acc.pt"), "--predictor", str(deploy_inputs / "dev-a.pt"),
+                "--target-ms", str(t), "--verify", f"dev-a={DATA / 'fast-cpu.toml'}", "--tolerance", "0.5", "-o", str(out), "--json", "-q"])
+    r = json.loads(capsys.readouterr().out)["results"][0]
+    assert code == (0 if r["met"] else 1)
+    assert r["verify_status"] == "verified" and r["measured"] > 0 and len(r["verify"]) >= 1
+    assert len(pd.read_parquet(out / f"dev-a-{t:g}ms" / "verify.parquet")) >= 1
+    assert json.loads((out / f"dev-a-{t:g}ms" / "arch.json").read_text())["ofa"]["measured"] == r["measured"]
+
+
+def test_retrain_from_supernet_starts_from_the_inherited_weights(trained, tmp_path):
+    arch = "-".join(["k5_e3"] * 21)
+    assert run(["supernet", "extract", str(trained), "--arch", arch, "-o", str(tmp_path / "net"), "-q"]) == 0
+    base = ["retrain", str(tmp_path / "net"), "--data", "digits", "--train-limit", "300", "--epochs", "1", "--lr", "1e-8",
+            "--warmup-epochs", "0", "-q"]
+    assert run([*base, "--from-supernet", str(trained), "-o", str(tmp_path / "ft")]) == 0
+    assert run([*base, "-o", str(tmp_path / "scratch")]) == 0
+    inherited, tuned, scratch = (torch.load(tmp_path / d / "model.pt", weights_only=True)["model"] for d in ("net", "ft", "scratch"))
+    convs = [k for k, v in inherited.items() if k.endswith("weight") and v.dim() == 4]
+    assert convs and all(torch.allclose(tuned[k], inherited[k], atol=1e-6) for k in convs)  # at lr 1e-8 a run ends where it starts
+    assert not any(torch.allclose(scratch[k], inherited[k], atol=1e-6) for k in convs)
+    assert json.loads((tmp_path / "ft" / "run.json").read_text())["from_supernet"] == str(trained)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--accuracy", "{d}/dev-a.pt", "--predictor", "{d}/dev-a.pt", "--target-ms", "{t}"], "not of top-1"),
+    (["--accuracy", "{d}/acc.pt", "--predictor", "{d}/acc.pt", "--target-ms", "{t}"], "OFA targets latency (ms) or energy"),
+    (["--accuracy", "{d}/acc.pt", "--predictor", "{d}/dev-a.pt", "--target-ms", "100000"], "outside what the space reaches"),
+    (["--accuracy", "{d}/acc.pt", "--predictor", "{d}/dev-a.pt"], "give --target-ms"),
+    (["--accuracy", "{d}/acc.pt", "--predictor", "{d}/dev-a.pt", "--target-ms", "x=3"], "no --predictor is named x"),
+    (["--accuracy", "{d}/acc.pt", "--predictor", "{d}/dev-a.pt", "--target-ms", "3,-1"], "positive numbers"),
+    (["--accuracy", "{d}/acc.pt", "--predictor", "{d}/dev-a.pt", "--predictor", "{d}/copy/dev-a.pt", "--target-ms", "{t}"], "two predictors are named"),
+    (["--accuracy", "{d}/acc.pt", "--predictor", "{d}/dev-a.pt", "--target-ms", "{t}", "--max-params", "1k"], "outside what the space reaches"),
+    (["--accuracy", "{d}/acc.pt", "--predictor", "{d}/dev-a.pt", "--target-ms", "{t}", "--verify", "nosuchdevice"], "nosuchdevice"),
+])
+def test_ofa_search_bad_input_is_one_line_and_exit_2_with_nothing_written(args, says, trained, deploy_inputs, tmp_path, capsys):
+    (deploy_inputs / "copy").mkdir(exist_ok=True)
+    shutil.copy(deploy_inputs / "dev-a.pt", deploy_inputs / "copy" / "dev-a.pt")
+    t = _targets(deploy_inputs, (0.5,))[0]
+    code = run(["supernet", "search", str(trained), *(a.format(d=deploy_inputs, t=t) for a in args), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and says in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_ofa_search_refuses_a_predictor_of_another_space(trained, deploy_inputs, tmp_path, capsys):
+    rows = pd.read_parquet(deploy_inputs / "lat.parquet")
+    tiny = tmp_path / "tiny.parquet"
+    assert run(["sample", "--space", str(DATA / "tiny.toml"), "--n", "30", "-o", str(tiny), "-q"]) == 0
+    assert run(["profile", "--device", str(DATA / "fast-cpu.toml"), "--archs", str(tiny), "-o", str(tmp_path / "lat.parquet"), "-q"]) == 0
+    assert run(["fit-predictor", str(tmp_path / "lat.parquet"), "-o", str(tmp_path / "tiny.pt"), "-q"]) == 0
+    code = run(["supernet", "search", str(trained), "--accuracy", str(deploy_inputs / "acc.pt"), "--predictor", str(tmp_path / "tiny.pt"),
+                "--target-ms", str(float(rows.latency_ms.median())), "-o", str(tmp_path / "out")])
+    assert code == 2 and "predictor was fitted on space" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

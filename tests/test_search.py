@@ -122,6 +122,7 @@ def test_multipliers_ascend_targets_freely_and_budgets_from_zero():
     budget.ascend(20.0, 0.1)
     assert budget.lam == pytest.approx(0.1)
     assert parse_count("2.5M", "x") == 2.5e6 and parse_count("300", "x") == 300
+    assert parse_count("300", "--max-mflops", 1e6) == parse_count("300M", "--max-mflops", 1e6) == 3e8  # its name says millions
     with pytest.raises(UserError):
         parse_count("lots", "--max-params")
 

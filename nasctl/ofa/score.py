@@ -50,19 +50,21 @@ def score_subnets(trained: Trained, n: int, seed: int, on_row: Callable[[int], N
     return pd.concat([archs_frame(space, idx), pd.DataFrame(rows)], axis=1).assign(status="ok", source="supernet")
 
 
-def extract(trained: Trained, arch_ref: str, out: Path) -> dict:
+def extract(trained: Trained, arch_ref: str, out: Path, splits=None, extra: dict | None = None) -> dict:
     """out/model.pt and out/arch.json of the arch's inherited net (BN recalibrated), as `nasctl
-    retrain` leaves them, so `export` takes it as it is."""
+    retrain` leaves them, so `export` takes it as it is. `splits`: the (train, held out) pair, when
+    the caller has it loaded; `extra`: more for arch.json (what the search chose it for)."""
     from nasctl.space.archfile import read_arch_ref
 
     space = trained.elastic.space
     arch = space.parse(read_arch_ref(arch_ref, space.source).string)  # a file's own params are its deployment's
-    train, held = trained.splits()
+    train, held = splits or trained.splits()
     model = inherit(trained.net, arch, train)
     acc = evaluate(model, held, CPU, 512)["top1"]
     out.mkdir(parents=True, exist_ok=True)
     save({"model": model.state_dict(), "arch": to_json(arch_doc(arch))}, out / "model.pt")
     inherited = {"supernet": str(trained.path), "top1_heldout": acc, "bn_batches": BN_BATCHES}
-    doc = {**arch_doc(arch), "data": trained.doc["data"], "train_limit": trained.doc["train_limit"], "inherited": inherited}
+    doc = {**arch_doc(arch), "data": trained.doc["data"], "train_limit": trained.doc["train_limit"], "inherited": inherited,
+           **(extra or {})}
     atomic_write(out / "arch.json", to_json(doc, indent=2).encode())
     return {"output": str(out), "arch": arch.string, "arch_id": arch.id, "top1_heldout": acc}

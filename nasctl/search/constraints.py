@@ -29,12 +29,13 @@ _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*$")
 _SCALE = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 
 
-def parse_count(text: str, what: str) -> float:
-    """'2.5M' -> 2.5e6; a bare number is taken as is."""
+def parse_count(text: str, what: str, bare: float = 1.0) -> float:
+    """'2.5M' -> 2.5e6; a bare number is multiplied by `bare` (1e6 for --max-mflops, which counts
+    in millions as its name says)."""
     m = _SIZE.match(str(text))
     if not m or float(m[1]) <= 0:
         raise UserError(f"{what}: expected a positive number like 2.5M or 300, got {shown(text)}")
-    return float(m[1]) * _SCALE[m[2].lower()]
+    return float(m[1]) * (_SCALE[m[2].lower()] if m[2] else bare)
 
 
 @dataclass
@@ -96,10 +97,10 @@ def build_constraints(
         p.check_space(space)
         out.append(Constraint(p.metric, p, float(target), unit))
     deploy = predictors[0].space() if predictors else load_space(space.source)
-    for text, what, name in ((max_params, "mparams", "params"), (max_mflops, "mmacs", "mflops")):
+    for text, what, name, bare in ((max_params, "mparams", "params", 1.0), (max_mflops, "mmacs", "mflops", 1e6)):
         if text is None:
             continue
-        budget = parse_count(text, f"--max-{name}") / 1e6
+        budget = parse_count(text, f"--max-{name}", bare) / 1e6
         out.append(Constraint(name, exact_cost(deploy, what), budget, "M", hard_max=True))
     if not out:
         raise UserError("give a target: --target-ms or --target-mj (with --predictor), or --max-params / --max-mflops")

@@ -117,7 +117,7 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events | None = None)
         write()
     try:
         if job.verify and lead:
-            rounds.append(_verify(arch, constraints, device, job, out, events))
+            rounds.append(verify_round(arch, constraints, device, job, out, events))
             if searcher.world > 1 and not rounds[-1]["met"]:
                 events.note("under torchrun the calibration round is skipped: rerun in one process to calibrate")
             elif gradient and job.calibrate and not rounds[-1]["met"]:
@@ -126,12 +126,12 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events | None = None)
                     if m is not None:
                         c.offset += m - rounds[-1]["predicted"][c.name]
                 extra = job.calibrate_epochs or max(3, cfg.epochs // 3)
-                events.note(f"measured {_gap_text(rounds[-1])}: calibrating the predictor by the residual, "
+                events.note(f"measured {gap_text(rounds[-1])}: calibrating the predictor by the residual, "
                             f"searching {extra} more epochs")
                 searcher.run(extra, train_w=False, on_epoch=events.epoch)
                 arch = _derive(searcher, constraints, job, events)
                 write()
-                rounds.append(_verify(arch, constraints, device, job, out, events))
+                rounds.append(verify_round(arch, constraints, device, job, out, events))
             status = {"state": "verified" if job.verify else "none"}
     except Unverified as e:  # never a calibration from it: a disturbed figure is no residual
         status = {"state": "unverified", "reason": str(e)}
@@ -192,7 +192,7 @@ def _ranks_agree(searcher: Searcher) -> float:
     return float(diff)
 
 
-def _verify(arch: Arch, constraints: list[Constraint], dev, job: Job, out: Path, events: Events) -> dict:
+def verify_round(arch: Arch, constraints: list[Constraint], dev, job: Job, out: Path, events: Events) -> dict:
     """Measure the arch at each predictor's deployment config on the device, interleaved with the
     reference net (`nasctl.profile.verify`): the figure is the arch's latency at the device's base
     speed (a drift-corrected predictor's base, else this machine's), the raw median beside it. A
@@ -250,7 +250,7 @@ def _measure(a: Arch, dev, path: Path, job: Job, events: Events, drift: dict | N
         waited, pause = waited + pause, pause * 2
 
 
-def _gap_text(r: dict) -> str:
+def gap_text(r: dict) -> str:
     return ", ".join(f"{k} {r['measured'][k]:.4g} against {r['target'][k]:.4g} ({r['gap'][k]:+.1%})" for k in r["measured"])
 
 

@@ -66,12 +66,15 @@ class Run:
     recipe: Recipe
     out: Path
     resume: bool
+    init: dict | None = None  # starting weights (a supernet's inherited subnet); None = a fresh init
 
 
 def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str | None = None, macro: str | None = None,
-            train_limit: int | None = None, width_mult: float | None = None) -> Run:
+            train_limit: int | None = None, width_mult: float | None = None, from_supernet: Path | None = None) -> Run:
     """Resolve the arch for the data (classes, resolution; the `cifar` macro for small images)
-    and record the run in out/run.json (rank 0 only)."""
+    and record the run in out/run.json (rank 0 only). `from_supernet`: start from the arch's
+    inherited weights (BN recalibrated) instead of a fresh init, i.e. fine-tune it; the arch must
+    be of the supernet's space definition (width, macro, resolution), as its deploy folders are."""
     from nasctl.data import load_data
     from nasctl.space.archfile import read_arch_ref
 
@@ -79,12 +82,19 @@ def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str
     arch = read_arch_ref(arch_ref, space, resolution=data.resolution, num_classes=data.num_classes, macro=macro, width_mult=width_mult)
     if macro is None and data.resolution <= 64 and "cifar" in arch.space.macros:
         arch = arch.space.with_params(macro="cifar", resolution=data.resolution, num_classes=data.num_classes).parse(arch.string)  # small images: fewer stride-2 steps
+    init = None
+    if from_supernet is not None:
+        from nasctl.ofa.score import inherit
+        from nasctl.ofa.shrink import load_supernet
+
+        trained = load_supernet(from_supernet, arch.space)
+        init = inherit(trained.net, arch, trained.splits()[0]).state_dict()
     if rank() == 0:
         doc = {"arch": arch.string, "space": arch.space.source, "macro": arch.space.params.macro,
-               "width_mult": arch.space.params.width_mult,
-               "data": data_spec, "train_limit": train_limit, "recipe": asdict(recipe)}
+               "width_mult": arch.space.params.width_mult, "data": data_spec, "train_limit": train_limit, "recipe": asdict(recipe),
+               "from_supernet": None if from_supernet is None else str(from_supernet)}
         atomic_write(out / "run.json", to_json(doc, indent=2).encode())
-    return Run(arch, data, recipe, out, resume=False)
+    return Run(arch, data, recipe, out, resume=False, init=init)
 
 
 def resume_run(out: Path) -> Run:
@@ -145,12 +155,17 @@ def retrain(
     out: Path,
     resume: bool = False,
     on_epoch: Callable[[dict], None] = lambda row: None,
+    init: dict | None = None,
 ) -> dict:
-    """Train; after each epoch write checkpoint.pt and metrics.csv (rank 0), at the end model.pt."""
+    """Train; after each epoch write checkpoint.pt and metrics.csv (rank 0), at the end model.pt.
+    `init`: starting weights instead of a fresh init (a resume takes the checkpoint's)."""
     rank, world, device = distributed()
     ckpt_path = out / "checkpoint.pt"
     torch.manual_seed(recipe.seed)
-    model = build(arch, recipe.dropout).to(device, memory_format=layout(device))
+    model = build(arch, recipe.dropout)
+    if init is not None:
+        model.load_state_dict(init)
+    model = model.to(device, memory_format=layout(device))
     ddp = DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.SGD(param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
     sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=recipe.seed, drop_last=True)
