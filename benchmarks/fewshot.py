@@ -127,7 +127,7 @@ PROFILE = Path(__file__).resolve().parents[1] / "profiles/local-cpu.toml"
 CONFIGS = {"1t-b1": {}, "2t-b1": {"runtime_options": {"threads": 2}}, "1t-b8": {"model": {"batch": 8}}}
 
 
-def _device_file(w: Path, name: str, change: dict) -> Path:
+def device_file(w: Path, name: str, change: dict) -> Path:
     """local-cpu.toml with one setting changed, named for the config."""
     lines, table = PROFILE.read_text().replace('name = "local-cpu"', f'name = "local-cpu-{name}"').splitlines(), None
     for i, line in enumerate(lines):
@@ -156,7 +156,7 @@ def local_figures(w: Path, configs: list[str]) -> dict:
         nasctl("sample", "--space", "proxyless", "--n", 300, "--seed", 0, "--stratify", "macs", "-o", w / "eval.parquet")
     if not (w / "pool.parquet").exists():  # stratified too: a uniform pool lacks the small and large nets
         nasctl("sample", "--space", "proxyless", "--n", POOL, "--seed", 1, "--stratify", "macs", "-o", w / "pool.parquet")
-    devices = {name: _device_file(w, name, change) for name, change in CONFIGS.items() if name in ["1t-b1", *configs]}
+    devices = {name: device_file(w, name, change) for name, change in CONFIGS.items() if name in ["1t-b1", *configs]}
     t0 = time.time()
     for name, dev in devices.items():  # the 300 rows of each config (resumed)
         nasctl("profile", "--device", dev, "--archs", w / "eval.parquet", "-o", w / f"eval-{name}.parquet", ok=(0, 1))

@@ -643,6 +643,8 @@ def supernet_train(
     random: Annotated[int, typer.Option(min=0, max=64, help="Random subnets per step beside the largest and smallest (sandwich rule).")] = 2,
     resolutions: Annotated[Optional[str], typer.Option(help="Per-batch input resolutions, e.g. 24,28,32 (default: the data's).")] = None,
     holdout: Annotated[int, typer.Option(min=1, max=100_000_000, help="Training images kept apart to score subnets on.")] = 2000,
+    naive: Annotated[bool, typer.Option(help="Ablation: no progressive shrinking; every epoch trains subnets drawn from the "
+                                        "whole space, as many epochs in all.")] = False,
     seed: Seed = 0,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the training in this folder exactly where it stopped.")] = None,
     as_json: JsonOpt = False,
@@ -666,7 +668,8 @@ def supernet_train(
     else:
         out = output_path(output, folder=True, writes=FILES)
         shrink = Shrink(epochs=_numbers(epochs, "--epochs"), batch=batch, lr=lr, shrink_lr=shrink_lr, random=random,
-                        resolutions=_numbers(resolutions, "--resolutions") if resolutions else (), holdout=holdout, seed=seed)
+                        resolutions=_numbers(resolutions, "--resolutions") if resolutions else (), holdout=holdout, seed=seed,
+                        naive=naive)
         d = load_data(data, train_limit=train_limit)
         sp = load_space(space)
         if not hasattr(sp, "layers"):

@@ -293,3 +293,12 @@ def test_ofa_search_refuses_a_predictor_of_another_space(trained, deploy_inputs,
                 "--target-ms", str(float(rows.latency_ms.median())), "-o", str(tmp_path / "out")])
     assert code == 2 and "predictor was fitted on space" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_naive_ablation_trains_the_whole_space_from_the_first_epoch(tmp_path):
+    data = load_data("digits", resolution=16, train_limit=200)
+    shrink = Shrink(epochs=(1, 1, 0, 0), batch=50, random=1, holdout=50, naive=True)
+    assert shrink.steps() == [("expand", 0), ("expand", 1)]  # as many epochs as the phases would have had
+    _train(tmp_path, data, shrink)
+    m = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(m["phase"]) == ["expand", "expand"] and (m["lr"] == shrink.lr).all() and np.isfinite(m["distill_loss"]).all()

@@ -59,6 +59,7 @@ class Shrink:
     resolutions: tuple[int, ...] = field(default_factory=tuple)  # () = the space's resolution only
     holdout: int = 2000  # training images kept apart for scoring subnets
     seed: int = 0
+    naive: bool = False  # the ablation: every epoch draws from the whole space (no phases), at the full net's lr
 
     def __post_init__(self):
         if len(self.epochs) != len(PHASES) or any(e < 0 for e in self.epochs) or self.epochs[0] < 1:
@@ -70,6 +71,8 @@ class Shrink:
 
     def steps(self) -> list[tuple[str, int]]:
         """(phase, epoch within it) for every epoch of the schedule."""
+        if self.naive:
+            return [(PHASES[-1], e) for e in range(sum(self.epochs))]
         return [(p, e) for p, n in zip(PHASES, self.epochs) for e in range(n)]
 
 
@@ -116,15 +119,15 @@ def train_supernet(space: SearchSpace, data: Data, shrink: Shrink, out: Path, re
     for n, (phase, epoch) in enumerate(schedule):
         if n < start:
             continue
-        lr = shrink.lr if phase == "full" else shrink.shrink_lr
+        lr = shrink.lr if phase == "full" or shrink.naive else shrink.shrink_lr
         if opt is None or epoch == 0:
-            if epoch == 0 and phase == "expand":
+            if epoch == 0 and phase == "expand" and not shrink.naive:
                 for layer in net.layers:
                     layer.superkernel.sort_channels()
             opt = torch.optim.SGD(param_groups(net, shrink.weight_decay), lr=lr, momentum=shrink.momentum, nesterov=True)
             if resume and n == start and epoch > 0:
                 opt.load_state_dict(ck["optimizer"])
-        total = shrink.epochs[PHASES.index(phase)] * len(loader)
+        total = sum(p == phase for p, _ in schedule) * len(loader)
         sampler.set_epoch(n)
         ddp.train()
         sums, t0 = torch.zeros(3, device=device), time.perf_counter()
