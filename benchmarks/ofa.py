@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from fewshot import CONFIGS, device_file
 
 from clirun import nasctl
@@ -78,7 +79,7 @@ def _test_top1(model_dir: Path) -> float:
     from nasctl.train.retrain import evaluate
 
     _, model, _ = load_trained(model_dir)
-    return round(evaluate(model, load_data("fashion-mnist", train_limit=5000).val, "cpu", 512)["top1"], 4)
+    return round(evaluate(model, load_data("fashion-mnist", train_limit=5000).val, torch.device("cpu"), 512)["top1"], 4)
 
 
 def main() -> dict:
@@ -182,10 +183,11 @@ def _weights(w: Path, ps: Path, net: Path) -> dict:
     """Test top-1: inherited as it is, fine-tuned FT epochs, and from scratch for the same total."""
     ft, scratch = w / "finetune" / net.name, w / "scratch" / net.name
     common = ["--data", "fashion-mnist", "--train-limit", 5000, "--batch", 64]
-    tuned = nasctl("retrain", net, *common, "--from-supernet", ps, "--epochs", FT_EPOCHS, "--lr", 0.01, "--warmup-epochs", 0, "-o", ft)
-    fresh = nasctl("retrain", net, *common, "--epochs", SUPERNET_EPOCHS + FT_EPOCHS, "--lr", 0.05, "-o", scratch)
-    return {"inherited": _test_top1(net), f"finetuned_{FT_EPOCHS}ep": round(tuned["top1"], 4),
-            f"scratch_{SUPERNET_EPOCHS + FT_EPOCHS}ep": round(fresh["top1"], 4)}
+    if not (ft / "model.pt").exists():
+        nasctl("retrain", net, *common, "--from-supernet", ps, "--epochs", FT_EPOCHS, "--lr", 0.01, "--warmup-epochs", 0, "-o", ft)
+    if not (scratch / "model.pt").exists():
+        nasctl("retrain", net, *common, "--epochs", SUPERNET_EPOCHS + FT_EPOCHS, "--lr", 0.05, "-o", scratch)
+    return {"inherited": _test_top1(net), f"finetuned_{FT_EPOCHS}ep": _test_top1(ft), f"scratch_{SUPERNET_EPOCHS + FT_EPOCHS}ep": _test_top1(scratch)}
 
 
 def _ends(w: Path, supernets: dict) -> dict:
