@@ -517,8 +517,13 @@ def retrain(
         output_path(output, folder=True, inputs=(arch_file(arch), space, from_supernet), writes=RUN_FILES)
         recipe = Recipe(epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                         label_smoothing=label_smoothing, dropout=dropout, ema=ema, amp=amp, seed=seed, eval_every=eval_every)
-        run = new_run(arch, data, output, recipe, space, macro, train_limit, width_mult,
-                      input_path(from_supernet, "--from-supernet", folder=True))
+        init = None
+        if from_supernet is not None:
+            from nasctl.ofa.score import inherited_init
+
+            init = inherited_init(input_path(from_supernet, "--from-supernet", folder=True))
+        run = new_run(arch, data, output, recipe, space, macro, train_limit, width_mult, init,
+                      str(from_supernet) if from_supernet else None)
     lead = rank() == 0  # under torchrun only rank 0 writes and talks
     progress = Progress(TextColumn("[bold]retrain[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=quiet or not lead)

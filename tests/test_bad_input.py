@@ -435,11 +435,17 @@ def test_sigint_says_interrupted(tmp_path):
     import sys
     import time
 
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt: the child gets the default disposition, as at a terminal.
     p = subprocess.Popen([sys.executable, "-m", "nasctl", "retrain", TINY_ARCH, "--space", str(DATA / "tiny.toml"),
-                          "-o", str(tmp_path / "r"), "--epochs", "200"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / "r" / "checkpoint.pt").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    p.send_signal(signal.SIGINT)
-    _, errtext = p.communicate(timeout=60)
+                          "-o", str(tmp_path / "r"), "--epochs", "200"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "r" / "checkpoint.pt").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        _, errtext = p.communicate(timeout=60)
+    finally:
+        p.kill()  # never left running beside the rest of the suite
     assert p.returncode == 130 and errtext.strip().splitlines()[-1] == "nasctl: interrupted" and "Traceback" not in errtext, errtext

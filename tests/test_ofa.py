@@ -259,7 +259,7 @@ def test_retrain_from_supernet_starts_from_the_inherited_weights(trained, tmp_pa
     convs = [k for k, v in inherited.items() if k.endswith("weight") and v.dim() == 4]
     assert convs and all(torch.allclose(tuned[k], inherited[k], atol=1e-6) for k in convs)  # at lr 1e-8 a run ends where it starts
     assert not any(torch.allclose(scratch[k], inherited[k], atol=1e-6) for k in convs)
-    assert json.loads((tmp_path / "ft" / "run.json").read_text())["from_supernet"] == str(trained)
+    assert json.loads((tmp_path / "ft" / "run.json").read_text())["init_from"] == str(trained)
 
 
 @pytest.mark.parametrize("args, says", [

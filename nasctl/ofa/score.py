@@ -34,6 +34,18 @@ def inherit(net: SuperNet, arch: Arch, train, bn_batches: int = BN_BATCHES) -> t
     return recalibrate(subnet(net, arch), train, bn_batches)
 
 
+def inherited_init(supernet: Path) -> Callable[[Arch], dict]:
+    """`retrain`'s starting weights for a fine-tune: the arch's inherited net (BN recalibrated).
+    The arch must be of the supernet's definition (width, macro, resolution)."""
+    from nasctl.ofa.shrink import load_supernet
+
+    def init(arch: Arch) -> dict:
+        trained = load_supernet(supernet, arch.space)
+        return inherit(trained.net, arch, trained.splits()[0]).state_dict()
+
+    return init
+
+
 def score_subnets(trained: Trained, n: int, seed: int, on_row: Callable[[int], None] = lambda i: None) -> pd.DataFrame:
     """Rows (arch columns + top1, status ok) for n archs drawn uniformly from the space (the
     largest and smallest subnets always among them, so the predictor sees the ends)."""

@@ -70,11 +70,12 @@ class Run:
 
 
 def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str | None = None, macro: str | None = None,
-            train_limit: int | None = None, width_mult: float | None = None, from_supernet: Path | None = None) -> Run:
+            train_limit: int | None = None, width_mult: float | None = None,
+            init: Callable[[Arch], dict] | None = None, init_from: str | None = None) -> Run:
     """Resolve the arch for the data (classes, resolution; the `cifar` macro for small images)
-    and record the run in out/run.json (rank 0 only). `from_supernet`: start from the arch's
-    inherited weights (BN recalibrated) instead of a fresh init, i.e. fine-tune it; the arch must
-    be of the supernet's space definition (width, macro, resolution), as its deploy folders are."""
+    and record the run in out/run.json (rank 0 only). `init(arch)`: starting weights instead of a
+    fresh init (`ofa.score.inherited_init`: a fine-tune), named `init_from` in run.json; it runs
+    before run.json is written, so weights that do not fit leave nothing behind."""
     from nasctl.data import load_data
     from nasctl.space.archfile import read_arch_ref
 
@@ -82,19 +83,13 @@ def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str
     arch = read_arch_ref(arch_ref, space, resolution=data.resolution, num_classes=data.num_classes, macro=macro, width_mult=width_mult)
     if macro is None and data.resolution <= 64 and "cifar" in arch.space.macros:
         arch = arch.space.with_params(macro="cifar", resolution=data.resolution, num_classes=data.num_classes).parse(arch.string)  # small images: fewer stride-2 steps
-    init = None
-    if from_supernet is not None:
-        from nasctl.ofa.score import inherit
-        from nasctl.ofa.shrink import load_supernet
-
-        trained = load_supernet(from_supernet, arch.space)
-        init = inherit(trained.net, arch, trained.splits()[0]).state_dict()
+    weights = init(arch) if init is not None else None
     if rank() == 0:
         doc = {"arch": arch.string, "space": arch.space.source, "macro": arch.space.params.macro,
                "width_mult": arch.space.params.width_mult, "data": data_spec, "train_limit": train_limit, "recipe": asdict(recipe),
-               "from_supernet": None if from_supernet is None else str(from_supernet)}
+               "init_from": init_from}
         atomic_write(out / "run.json", to_json(doc, indent=2).encode())
-    return Run(arch, data, recipe, out, resume=False, init=init)
+    return Run(arch, data, recipe, out, resume=False, init=weights)
 
 
 def resume_run(out: Path) -> Run:
