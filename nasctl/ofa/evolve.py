@@ -15,13 +15,13 @@ the oldest die, so no early lucky arch rules the population for good.
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from nasctl.errors import UserError
+from nasctl.figures import png, pyplot
 from nasctl.predict import Predictor
 from nasctl.search.baselines import feasible
 from nasctl.search.constraints import Constraint, build_constraints
@@ -154,11 +154,7 @@ def pareto_png(device: str, unit: str, cloud: tuple[np.ndarray, np.ndarray], cho
     """Predicted top-1 against the device's predicted metric (as fitted, before any calibration
     shift): every arch the searches scored (grey), their upper-left front, each target's chosen
     net, and where a verify measured it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     x, y = cloud
     order = np.argsort(x)
     front = np.maximum.accumulate(y[order])
@@ -176,7 +172,4 @@ def pareto_png(device: str, unit: str, cloud: tuple[np.ndarray, np.ndarray], cho
     ax.set_title(f"Once-for-All on {device}", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
+from nasctl.figures import png, pyplot
+
 
 def scatter_png(y: np.ndarray, preds: dict[str, np.ndarray], figs: dict[str, dict], title: str, unit: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(preds), figsize=(4.6 * len(preds), 4.4), squeeze=False)
     lo, hi = float(min(y.min(), *(p.min() for p in preds.values()))), float(max(y.max(), *(p.max() for p in preds.values())))
     for ax, (name, p) in zip(axes[0], preds.items()):
@@ -27,10 +24,7 @@ def scatter_png(y: np.ndarray, preds: dict[str, np.ndarray], figs: dict[str, dic
         ax.set_ylabel(f"predicted ({unit})")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig, dpi=110)
 
 
 def save_fit(output: Path, pred, report: dict, holdout: tuple[np.ndarray, dict[str, np.ndarray]], title: str) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from nasctl.errors import UserError
+from nasctl.figures import png, pyplot
 from nasctl.space.space import load_space
 from nasctl.tables import atomic_write
 
@@ -121,25 +121,12 @@ def _take(p: Path, f: Found) -> None:
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    """A figure as base64, to inline in the page."""
+    return base64.b64encode(png(fig)).decode()
 
 
 def latency_hist(rows: list[tuple[Path, pd.DataFrame]], run: Path) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for p, df in rows:
         ax.hist(df.latency_ms, bins=30, alpha=0.6, label=f"{p.relative_to(run)} ({len(df)} archs)")
@@ -153,7 +140,7 @@ def latency_hist(rows: list[tuple[Path, pd.DataFrame]], run: Path) -> str:
 def drift_panel(log: pd.DataFrame, rows: pd.DataFrame) -> str:
     """The reference net's latency through the sessions of one row store: a flat line is a steady
     device; the throttled rows are marked where they were measured."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     at, ok = pd.to_datetime(log["at"], format="ISO8601"), log["status"] == "ok"
     ax.plot(at[ok], log["latency_ms"][ok], "o-", ms=4, label="reference, ok")
@@ -176,7 +163,7 @@ def layer_strip(archs: list[tuple[str, tuple[str, ...]]]) -> str:
     from nasctl.space.cells import NONE
     from nasctl.space.space import parse_op
 
-    plt = _plt()
+    plt = pyplot()
     hues = {3: "Blues", 5: "Greens", 7: "Oranges"}
     fig, ax = plt.subplots(figsize=(9, 0.6 + 0.55 * len(archs)))
     for r, (label, ops) in enumerate(archs):
@@ -228,7 +215,7 @@ def pareto(searches: list[tuple[Path, dict]], retrains: dict, run: Path) -> str 
         pts.append((doc["method"], str(d.relative_to(run)), lat, acc, kind, src))
     if not pts:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     markers = {"lightnas": "*", "singlepath": "P", "fbnet": "s", "proxyless": "D", "random": "o", "evolution": "^"}
     for m, name, lat, acc, kind, src in pts:
@@ -247,7 +234,7 @@ def measured_vs_predicted(predictor: Path, rows: list[tuple[Path, pd.DataFrame]]
     from nasctl.space.archfile import archs_from_frame
 
     pred = Predictor.load(predictor)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.4))
     drawn = False
     for p, df in rows:

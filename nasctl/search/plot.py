@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import io
-
 import pandas as pd
+
+from nasctl.figures import png, pyplot
 
 
 def search_png(rows: pd.DataFrame, constraints, rounds: list[dict], method: str, tolerance: float) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = max(1, len(constraints))
     fig, axes = plt.subplots(2, n, figsize=(6 * n, 6.4), squeeze=False, sharex="col")
     x = rows["step"] if "step" in rows else rows.iloc[:, 0]
@@ -42,7 +38,4 @@ def search_png(rows: pd.DataFrame, constraints, rounds: list[dict], method: str,
             t.set_ylabel("τ")
         ax2.set_xlabel("step" if "step" in rows else rows.columns[0])
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
