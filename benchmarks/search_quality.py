@@ -105,34 +105,36 @@ def search_cell(a, method: str, target: float, seed: int, pred: Path, attempt: t
     return res
 
 
-def train_cell(a, arch: str) -> dict:
+def train_cell(a, arch: str, seed: int = 0, epochs: int | None = None) -> dict:
+    """One net trained with the recipe (--epochs, seed 0), or with another seed or length
+    (recipe_signal.py), kept in its folder."""
     from nasctl.space.space import load_space
 
-    out = a.workdir / "train" / load_space("proxyless").parse(arch).id
+    epochs = epochs or a.epochs
+    base = (seed, epochs) == (0, a.epochs)
+    name = load_space("proxyless").parse(arch).id + ("" if base else f"-e{epochs}-seed{seed}")
+    out = a.workdir / "train" / name
     done = out / "result.json"
     if done.exists():
         return json.loads(done.read_text())
-    if arch in a.trained_before:  # trained with this recipe in an earlier session (--trained)
+    if base and arch in a.trained_before:  # trained with this recipe in an earlier session (--trained)
         return a.trained_before[arch]
     t0 = time.perf_counter()
     p = run(["retrain", arch, "--data", "fashion-mnist", "--train-limit", a.train_limit, "--width-mult", a.width_mult,
-             "--epochs", a.epochs, "--eval-every", a.epochs, "--lr", a.lr, "--batch", 64, "--seed", 0, "-o", out],
-            a.workdir / "train" / f"{out.name}.log")
+             "--epochs", epochs, "--eval-every", epochs, "--lr", a.lr, "--batch", 64, "--seed", seed, "-o", out],
+            a.workdir / "train" / f"{name}.log")
     if p.returncode != 0:
         sys.exit(f"retrain {arch} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
     s = json.loads(p.stdout)
-    res = {"arch": arch, "top1": s["top1"], "data": s["data"], "process_wall_s": time.perf_counter() - t0}
+    res = {"arch": arch, "top1": s["top1"], "data": s["data"], "seed": seed, "epochs": epochs, "process_wall_s": time.perf_counter() - t0}
     done.write_text(json.dumps(res))
     return res
 
 
 def plot(front: pd.DataFrame, found: pd.DataFrame, refs: pd.DataFrame, targets: list[float], path: Path) -> None:
-    import matplotlib
+    from nasctl.figures import png, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = pyplot().subplots(figsize=(8, 5))
     ax.scatter(front.latency_ms, 100 * front.top1, c="0.6", s=18, label="random front (trained alike)")
     for k, (method, g) in enumerate(found.groupby("method", sort=False)):
         cells = g.groupby("target_ms").agg(lat=("latency_ms", "mean"), lat_sd=("latency_ms", "std"), acc=("top1", "mean"), acc_sd=("top1", "std"))
@@ -147,7 +149,7 @@ def plot(front: pd.DataFrame, found: pd.DataFrame, refs: pd.DataFrame, targets: 
     ax.set_ylabel("Fashion-MNIST top-1 (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    path.write_bytes(png(fig, dpi=120))
 
 
 def measure_phase(a, w: Path) -> dict:
