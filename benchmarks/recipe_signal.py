@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
-from search_quality import train_cell
+from search_quality import RECIPE, train_cell
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -55,17 +55,16 @@ def main():
     ap.add_argument("--workdir", type=Path, default=Path("runs/recipe-signal"))
     ap.add_argument("--measured", type=Path, default=RESULTS / "search_quality_measured.json")
     ap.add_argument("--trained", type=Path, default=RESULTS / "search_quality_trained.json",
-                    help="search_quality's seed-0 trainings at --base-epochs, reused")
+                    help="search_quality's seed-0 trainings, reused")
     ap.add_argument("--archs", type=int, default=6)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, nargs="+", default=[3, 6])
-    ap.add_argument("--base-epochs", type=int, default=3, help="the length search_quality's record was trained at")
-    ap.add_argument("--train-limit", type=int, default=5000,
-                    help="training images; another than search_quality's 5000 needs a --workdir of its own")
+    ap.add_argument("--train-limit", type=int, default=RECIPE["train_limit"],
+                    help="training images; another than search_quality's needs a --workdir of its own")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
-    a.epochs, a.recipes = a.base_epochs, a.epochs  # train_cell's base recipe, and the ones measured here
-    a.width_mult, a.lr = 0.25, 0.05  # search_quality's recipe
+    # train_cell's base is search_quality's recipe (its record's length); a.recipes are the lengths measured here
+    a.recipes, a.epochs, a.width_mult, a.lr = a.epochs, RECIPE["epochs"], RECIPE["width_mult"], RECIPE["lr"]
     record = [r for r in json.loads(a.trained.read_text()) if f"train-limit {a.train_limit})" in r["data"]]
     a.trained_before = {r["arch"]: r for r in record}
     (a.workdir / "train").mkdir(parents=True, exist_ok=True)
@@ -75,7 +74,7 @@ def main():
     chosen = front.iloc[np.linspace(0, len(front) - 1, a.archs).round().astype(int)]
     cells = [(x, s, e) for e in a.recipes for s in range(a.seeds) for x in chosen.arch]
     with ThreadPoolExecutor(a.jobs) as pool:
-        done = list(pool.map(lambda c: {**train_cell(a, *c), "seed": c[1], "epochs": c[2]}, cells))
+        done = list(pool.map(lambda c: {**train_cell(a, *c), "seed": c[1], "epochs": c[2]}, cells))  # the record's rows lack both
     runs = pd.DataFrame(done).assign(latency_ms=lambda r: r.arch.map(d["verify_ms"]))
     print(json.dumps({
         "recipe": f"{runs.data.iloc[0]}, lr {a.lr}, batch 64, width {a.width_mult}, cifar macro at 28 px; top-1 on the 10k test set",

@@ -47,6 +47,7 @@ from clirun import nasctl
 METHODS = ("lightnas", "singlepath", "proxyless", "evolution", "random")
 REFERENCES = {"all k3_e6": "-".join(["k3_e6"] * 21), "all k7_e6": "-".join(["k7_e6"] * 21)}
 NEAR = 0.05  # front nets within ±5% of a found net's latency are its peers
+RECIPE = {"train_limit": 5000, "epochs": 3, "lr": 0.05, "width_mult": 0.25}  # every net's training (recipe_signal.py varies it)
 
 
 def run(args: list, log: Path, threads: int = 1) -> subprocess.CompletedProcess:
@@ -221,10 +222,10 @@ def main():
     ap.add_argument("--search-limit", type=int, default=4000, help="training images a search sees (it splits them again)")
     ap.add_argument("--search-epochs", type=int, default=5)
     ap.add_argument("--candidates", type=int, default=5, help="random: archs trained within the weight-step budget")
-    ap.add_argument("--train-limit", type=int, default=5000)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--width-mult", type=float, default=0.25, help="supernet and trained-net width (latency is measured at 1.0)")
+    ap.add_argument("--train-limit", type=int, default=RECIPE["train_limit"])
+    ap.add_argument("--epochs", type=int, default=RECIPE["epochs"])
+    ap.add_argument("--lr", type=float, default=RECIPE["lr"])
+    ap.add_argument("--width-mult", type=float, default=RECIPE["width_mult"], help="supernet and trained-net width (latency is measured at 1.0)")
     ap.add_argument("--measured", type=Path, help="the device part of a run (default WORKDIR/measured.json): given, only training is left")
     ap.add_argument("--attempt", action="append", default=[], metavar="NAME=ARGS",
                     help="a remedy tried on lightnas, as extra search args (e.g. 'alpha-lr-0.5=--alpha-lr 0.5'); "
