@@ -13,6 +13,7 @@ every file is checked on load (`nasctl.validate`, the space and predictor schema
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -20,7 +21,7 @@ import sys
 import threading
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_args
 
 import typer
 from rich.console import Console
@@ -36,15 +37,18 @@ from nasctl import __version__
 from nasctl.errors import NasctlError, UserError
 from nasctl.search import ALL_METHODS
 from nasctl.tables import to_json
+from nasctl.terminal import examples, install as install_help, print_table
 from nasctl.validate import MAX_MEMBERS, OPSETS, input_path, output_path, require_suffix
 
 app = typer.Typer(
     name="nasctl",
     help="Hardware-aware NAS from real device measurements.",
+    epilog=examples("nasctl info zoo:mobilenetv2", "nasctl devices", "nasctl search --help"),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a log line is one line, however wide: never folded mid-sentence
+install_help()
 
 
 class Stratify(str, Enum):
@@ -68,6 +72,17 @@ Seed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed; the 
 PriorOpt = Annotated[Optional[list[Path]], typer.Option("--prior", help="A device already measured, as a predictor (.pt) or its rows (.parquet/.csv) "
                                                   "of the same space; repeat it for several.")]
 Macro = Annotated[Optional[str], typer.Option(help="Macro-architecture, e.g. imagenet or cifar.")]
+# Help panels: a command's own options stay in the first one ("Options"), the rest are grouped.
+METHOD, SPACE_DATA, TRAINING, VERIFY = "Method", "Space and data", "Training", "Verify on a device"
+BOARDS, NEW_DEVICE, EVOLUTION = "Boards (SSH, adb)", "A new device from few rows", "Evolution"
+
+
+def in_panel(option, panel: str):
+    """One of the shared options above, shown in a command's help panel."""
+    kind, info = get_args(option)
+    info = copy.copy(info)
+    info.rich_help_panel = panel
+    return Annotated[kind, info]
 
 
 def _version(value: bool):
@@ -87,7 +102,11 @@ def _emit(as_json: bool, payload: dict, human: str) -> None:
     print(to_json(payload) if as_json else human)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nasctl sample --n 300 --seed 0 -o runs/demo/archs.parquet",
+    "nasctl sample --n 1000 --stratify macs -o archs.parquet",
+    "nasctl sample --space fbnet --macro imagenet --n 50 -o fbnet.csv",
+))
 def sample(
     output: Annotated[Path, typer.Option("--output", "-o", help="Arch file to write (.parquet or .csv).")],
     space: Annotated[str, typer.Option(help="Built-in space name or a space .toml file.")] = "proxyless",
@@ -123,7 +142,11 @@ def sample(
           f"params {df.params.min() / 1e6:.2f}M-{df.params.max() / 1e6:.2f}M)")
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nasctl info",
+    "nasctl info zoo:mobilenetv2",
+    "nasctl info runs/quickstart/search/arch.json --json",
+))
 def info(
     arch: Annotated[Optional[str], typer.Argument(help="An arch string, an arch.json (or its folder), or zoo:NAME. "
                                                   "Without it: the zoo of published nets.")] = None,
@@ -147,16 +170,17 @@ def info(
             d = arch_info(read_arch_ref(PREFIX + name, space, **params))
             nets.append({"name": PREFIX + name, "space": d["space"], "params": d["params"], "macs": d["macs"],
                          "published": zoo_entry(name)["published"]})
-        t = Table("zoo net", "params", "MACs", "published params", "published MACs")
-        for n in nets:
-            p = n["published"]
-            rounded = " (rounded)" if p.get("rounded") else ""
-            t.add_row(n["name"], f"{n['params']:,}", f"{n['macs']:,}", f"{p['params']:,}{rounded}",
-                      f"{p['macs']:,}{rounded}" if "macs" in p else "-")
         if as_json:
             _emit(True, {"zoo": nets}, "")
-        else:
-            Console().print(t)
+            return
+        rows = []
+        for n in nets:
+            p = n["published"]
+            rows.append([n["name"], f"{n['params']:,}", f"{n['macs']:,}",
+                         f"{p['params']:,} / {p['macs']:,}" if "macs" in p else f"{p['params']:,} / -",
+                         "yes" if p.get("rounded") else ""])
+        print_table(Console(), "the zoo of published nets", {"zoo net": False, "params": False, "MACs": False,
+                    "published params / MACs": True, "rounded": False}, rows)
         return
     d = arch_info(read_arch_ref(arch, space, **params))
     if is_zoo(arch):
@@ -170,7 +194,7 @@ def info(
     for l in d["layers"]:
         if l["macs"] or l["params"]:
             t.add_row(str(l["layer"]), l["op"], f"{l['macs']:,}", f"{l['params']:,}")
-    out = Console()
+    out = Console(soft_wrap=True)  # the arch string stays one line, to copy and paste
     out.print(t)
     p = d["space_params"]
     out.print(f"{d['arch']}\n{d['space']} ({p['macro']}, {p['resolution']}x{p['resolution']}, width {p['width_mult']:g}, "
@@ -180,26 +204,30 @@ def info(
         out.print(f"published: {pub['params']:,} params" + (f", {pub['macs']:,} MACs" if "macs" in pub else "") + f" ({pub['source']})")
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nasctl profile --device local --archs archs.parquet -o latency.parquet",
+    "nasctl profile --device rpi4 --host pi@10.0.0.7 --archs a.parquet -o pi.parquet",
+    "nasctl profile --device xavier --check",
+))
 def profile(
     device: Annotated[str, typer.Option(help="Device profile name (see profiles/) or a .toml file.")],
     archs: Annotated[Optional[Path], typer.Option(help="Arch file from `nasctl sample` (or any table with an 'arch' column).")] = None,
     arch: Annotated[Optional[str], typer.Option(help="One arch instead: an arch string, or an arch.json (search/retrain output).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Row store (.parquet or .csv); reruns resume it.")] = None,
-    host: Annotated[Optional[list[str]], typer.Option(help="SSH: [user@]address[:port], overriding the profile; "
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Row store (.parquet or .csv); reruns resume it. Required, except with --check.")] = None,
+    host: Annotated[Optional[list[str]], typer.Option(rich_help_panel=BOARDS, help="SSH: [user@]address[:port], overriding the profile; "
                                                      "repeat it to shard the archs over several boards of one kind.")] = None,
-    serial: Annotated[Optional[list[str]], typer.Option(help="adb: device serial (see `adb devices`); repeat it for several phones.")] = None,
+    serial: Annotated[Optional[list[str]], typer.Option(rich_help_panel=BOARDS, help="adb: device serial (see `adb devices`); repeat it for several phones.")] = None,
     check: Annotated[bool, typer.Option("--check", help="Connect, start the agent, print the device facts; measure nothing.")] = False,
-    trust_new_host_key: Annotated[bool, typer.Option(help="SSH: accept and save an unknown host key (never a changed one).")] = False,
-    space: Annotated[Optional[str], typer.Option(help="Space (default: the arch file's 'space' column).")] = None,
-    resolution: Resolution = None,
-    width_mult: WidthMult = None,
-    num_classes: NumClasses = None,
-    macro: Macro = None,
+    trust_new_host_key: Annotated[bool, typer.Option(rich_help_panel=BOARDS, help="SSH: accept and save an unknown host key (never a changed one).")] = False,
+    space: Annotated[Optional[str], typer.Option(rich_help_panel=SPACE_DATA, help="Space (default: the arch file's 'space' column).")] = None,
+    resolution: in_panel(Resolution, SPACE_DATA) = None,
+    width_mult: in_panel(WidthMult, SPACE_DATA) = None,
+    num_classes: in_panel(NumClasses, SPACE_DATA) = None,
+    macro: in_panel(Macro, SPACE_DATA) = None,
     retry_errors: Annotated[bool, typer.Option(help="Measure again the archs stored as error, disturbed or throttled rows.")] = False,
-    budget: Annotated[Optional[int], typer.Option(min=1, max=1_000_000, help="Measure only this many archs of --archs, the most "
+    budget: Annotated[Optional[int], typer.Option(rich_help_panel=NEW_DEVICE, min=1, max=1_000_000, help="Measure only this many archs of --archs, the most "
                                                   "informative under --prior (a new device); rerun for the next round.")] = None,
-    prior: PriorOpt = None,
+    prior: in_panel(PriorOpt, NEW_DEVICE) = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -292,7 +320,10 @@ def _facts_text(name: str, f: dict) -> str:
     return "\n".join(lines)
 
 
-@app.command("fit-predictor")
+@app.command("fit-predictor", epilog=examples(
+    "nasctl fit-predictor latency.parquet --metric latency_ms -o cpu.pt",
+    "nasctl fit-predictor pi.parquet --prior xavier.pt --prior cpu.pt -o pi.pt",
+))
 def fit_predictor_cmd(
     rows: Annotated[Path, typer.Argument(help="Measured rows (.parquet/.csv), e.g. from `nasctl profile`.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Predictor file (.pt); a .json report and a .png scatter go beside it.")],
@@ -346,7 +377,10 @@ def fit_predictor_cmd(
     print(f"wrote {output}, {output.with_suffix('.json')}, {output.with_suffix('.png')}")
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nasctl predict cpu.pt archs.parquet -o predicted.parquet",
+    "nasctl predict cpu.pt archs.parquet --json",
+))
 def predict(
     predictor: Annotated[Path, typer.Argument(help="Predictor file from `nasctl fit-predictor`.")],
     archs: Annotated[Optional[Path], typer.Argument(help="Arch file to predict for.")] = None,
@@ -385,44 +419,48 @@ def predict(
 Method = Enum("Method", {m.replace("-", "_"): m for m in ALL_METHODS}, type=str)  # the library's one list
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nasctl search --predictor cpu.pt --target-ms 6 --data digits -o runs/s6",
+    "nasctl search --predictor cpu.pt --target-ms 6 --verify local -o runs/s6",
+    "nasctl search --method singlepath --predictor cpu.pt --target-ms 6 -o sp",
+))
 def search(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for arch.json, search.csv, search.png (and verify.parquet).")],
-    predictor: Annotated[Optional[list[Path]], typer.Option(help="Predictor file(s) from fit-predictor: latency (ms) and/or energy (mJ).")] = None,
+    predictor: Annotated[Optional[list[Path]], typer.Option(help="Predictor file(s) from fit-predictor: latency (ms) and/or energy (mJ). Required with --target-ms or --target-mj; repeat it for both.")] = None,
     target_ms: Annotated[Optional[float], typer.Option(min=1e-3, max=1e6, help="Latency target, with a latency predictor.")] = None,
     target_mj: Annotated[Optional[float], typer.Option(min=1e-3, max=1e9, help="Energy target, with an energy predictor.")] = None,
     max_params: Annotated[Optional[str], typer.Option(help="Params budget, e.g. 2.5M (counted at the deployment config).")] = None,
     max_mflops: Annotated[Optional[str], typer.Option(help="Multiply-add budget in millions, e.g. 300.")] = None,
-    method: Annotated[Method, typer.Option(help="lightnas (learned λ, one search), singlepath (Single-Path NAS thresholds), la-darts (cell spaces) or a baseline.")] = Method.lightnas,
-    lambda_: Annotated[Optional[float], typer.Option("--lambda", min=0.0, max=1e3, help="Fixed λ of fbnet / proxyless (default 0.2) or "
+    method: Annotated[Method, typer.Option(rich_help_panel=METHOD, help="lightnas (learned λ, one search), singlepath (Single-Path NAS thresholds), la-darts (cell spaces) or a baseline.")] = Method.lightnas,
+    lambda_: Annotated[Optional[float], typer.Option("--lambda", rich_help_panel=METHOD, min=0.0, max=1e3, help="Fixed λ of fbnet / proxyless (default 0.2) or "
                                                       "singlepath / la-darts (default: learned, as lightnas).")] = None,
-    space: Annotated[str, typer.Option(help="Built-in space name or a space .toml file.")] = "proxyless",
-    data: DataOpt = "digits",
-    train_limit: TrainLimitOpt = None,
-    resolution: Annotated[Optional[int], typer.Option(min=8, max=4096, help="Supernet input resolution (default: the data's).")] = None,
-    width_mult: Annotated[float, typer.Option(min=0.05, max=8.0, help="Supernet width; the arch string does not depend on it.")] = 0.5,
-    epochs: Annotated[int, typer.Option(min=1, max=100_000, help="Epochs over the w half of the training data.")] = 30,
-    warmup_epochs: Annotated[int, typer.Option(min=0, max=100_000, help="Epochs with α frozen at the start.")] = 3,
-    batch: Annotated[int, typer.Option(min=2, max=65_536, help="Batch size per process.")] = 64,
-    w_lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="SGD learning rate of the weights (cosine).")] = 0.05,
-    alpha_lr: Annotated[float, typer.Option(min=0.0, max=10.0, help="Adam learning rate of α (paper: 1e-3 over ~180k steps).")] = 0.05,
-    lambda_lr: Annotated[float, typer.Option(min=0.0, max=10.0, help="η_λ, the dual-ascent step of λ (paper: 5e-4).")] = 0.05,
-    rho: Annotated[float, typer.Option(min=0.0, max=1e3, help="Augmented-Lagrangian damping of the targets; 0 = the paper's objective.")] = 4.0,
-    tau0: Annotated[float, typer.Option(min=0.01, max=100.0, help="Initial Gumbel temperature.")] = 5.0,
-    tau_min: Annotated[float, typer.Option(min=0.01, max=100.0, help="Final Gumbel temperature.")] = 0.2,
-    verify: Annotated[Optional[str], typer.Option(help="Measure the result on this device profile (e.g. local).")] = None,
-    host: Annotated[Optional[str], typer.Option(help="--verify on an SSH/adb device: address or serial.")] = None,
-    tolerance: Annotated[float, typer.Option(min=1e-9, max=1.0, help="Allowed relative gap between measured and target.")] = 0.03,
-    verify_wait: Annotated[float, typer.Option(min=0.0, max=86_400.0, help="Seconds a disturbed --verify waits in all for a quiet device "
+    space: Annotated[str, typer.Option(rich_help_panel=SPACE_DATA, help="Built-in space name or a space .toml file.")] = "proxyless",
+    data: in_panel(DataOpt, SPACE_DATA) = "digits",
+    train_limit: in_panel(TrainLimitOpt, SPACE_DATA) = None,
+    resolution: Annotated[Optional[int], typer.Option(rich_help_panel=SPACE_DATA, min=8, max=4096, help="Supernet input resolution (default: the data's).")] = None,
+    width_mult: Annotated[float, typer.Option(rich_help_panel=SPACE_DATA, min=0.05, max=8.0, help="Supernet width; the arch string does not depend on it.")] = 0.5,
+    epochs: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=1, max=100_000, help="Epochs over the w half of the training data.")] = 30,
+    warmup_epochs: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=0, max=100_000, help="Epochs with α frozen at the start.")] = 3,
+    batch: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=2, max=65_536, help="Batch size per process.")] = 64,
+    w_lr: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=1e-8, max=10.0, help="SGD learning rate of the weights (cosine).")] = 0.05,
+    alpha_lr: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=0.0, max=10.0, help="Adam learning rate of α (paper: 1e-3 over ~180k steps).")] = 0.05,
+    lambda_lr: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=0.0, max=10.0, help="η_λ, the dual-ascent step of λ (paper: 5e-4).")] = 0.05,
+    rho: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=0.0, max=1e3, help="Augmented-Lagrangian damping of the targets; 0 = the paper's objective.")] = 4.0,
+    tau0: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=0.01, max=100.0, help="Initial Gumbel temperature.")] = 5.0,
+    tau_min: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=0.01, max=100.0, help="Final Gumbel temperature.")] = 0.2,
+    verify: Annotated[Optional[str], typer.Option(rich_help_panel=VERIFY, help="Measure the result on this device profile (e.g. local, a name `nasctl devices` lists, or a .toml).")] = None,
+    host: Annotated[Optional[str], typer.Option(rich_help_panel=VERIFY, help="--verify on an SSH/adb device: address or serial.")] = None,
+    tolerance: Annotated[float, typer.Option(rich_help_panel=VERIFY, min=1e-9, max=1.0, help="Allowed relative gap between measured and target.")] = 0.03,
+    verify_wait: Annotated[float, typer.Option(rich_help_panel=VERIFY, min=0.0, max=86_400.0, help="Seconds a disturbed --verify waits in all for a quiet device "
                                                "(pauses of 5, 10, 20 ... s) before the result is kept unverified (exit 4).")] = 300.0,
-    calibrate: Annotated[bool, typer.Option(help="If --verify misses, shift the predictor by the residual and search on.")] = True,
-    calibrate_budget: Annotated[bool, typer.Option(help="la-darts: search --max-params/--max-mflops at the budget DCA-NAS's "
+    calibrate: Annotated[bool, typer.Option(rich_help_panel=VERIFY, help="If --verify misses, shift the predictor by the residual and search on.")] = True,
+    calibrate_budget: Annotated[bool, typer.Option(rich_help_panel=METHOD, help="la-darts: search --max-params/--max-mflops at the budget DCA-NAS's "
                                                    "lookup graph maps it to (made by short searches once, then stored).")] = False,
-    candidates: Annotated[int, typer.Option(min=1, max=10_000, help="random: archs to train.")] = 5,
-    population: Annotated[int, typer.Option(min=2, max=10_000, help="evolution: population size.")] = 24,
-    generations: Annotated[int, typer.Option(min=1, max=10_000, help="evolution: generations.")] = 10,
-    amp: Annotated[bool, typer.Option(help="bf16 autocast on CUDA.")] = True,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the split, the init and the Gumbel draws.")] = 0,
+    candidates: Annotated[int, typer.Option(rich_help_panel=METHOD, min=1, max=10_000, help="random: archs to train.")] = 5,
+    population: Annotated[int, typer.Option(rich_help_panel=METHOD, min=2, max=10_000, help="evolution: population size.")] = 24,
+    generations: Annotated[int, typer.Option(rich_help_panel=METHOD, min=1, max=10_000, help="evolution: generations.")] = 10,
+    amp: Annotated[bool, typer.Option(rich_help_panel=TRAINING, help="bf16 autocast on CUDA.")] = True,
+    seed: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=0, max=2**32 - 1, help="Seed of the split, the init and the Gumbel draws.")] = 0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -477,27 +515,31 @@ def search(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nasctl retrain runs/s6/arch.json --data digits --epochs 30 -o runs/net",
+    "nasctl retrain --resume runs/net",
+    "torchrun --nproc-per-node 8 -m nasctl retrain arch.json -o runs/net",
+))
 def retrain(
     arch: Annotated[Optional[str], typer.Argument(help="arch.json (from search), a folder holding one, or an arch string.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder: checkpoint.pt, metrics.csv, model.pt, arch.json.")] = None,
-    data: DataOpt = "digits",
-    train_limit: TrainLimitOpt = None,
-    space: Annotated[Optional[str], typer.Option(help="Space of an arch string (default proxyless).")] = None,
-    macro: Macro = None,
-    width_mult: Annotated[Optional[float], typer.Option(min=0.05, max=8.0, help="Channel width (default: the arch.json's, "
+    data: in_panel(DataOpt, SPACE_DATA) = "digits",
+    train_limit: in_panel(TrainLimitOpt, SPACE_DATA) = None,
+    space: Annotated[Optional[str], typer.Option(rich_help_panel=SPACE_DATA, help="Space of an arch string (default proxyless).")] = None,
+    macro: in_panel(Macro, SPACE_DATA) = None,
+    width_mult: Annotated[Optional[float], typer.Option(rich_help_panel=SPACE_DATA, min=0.05, max=8.0, help="Channel width (default: the arch.json's, "
                                                         "else 1.0); the arch string does not depend on it.")] = None,
-    epochs: Annotated[int, typer.Option(min=1, max=100_000, help="Epochs.")] = 30,
-    batch: Annotated[int, typer.Option(min=2, max=65_536, help="Batch size per process.")] = 64,
-    lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="Peak SGD learning rate (cosine after warm-up).")] = 0.1,
-    weight_decay: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight decay (not on BN or biases).")] = 4e-5,
-    warmup_epochs: Annotated[float, typer.Option(min=0.0, max=100_000.0, help="Linear warm-up, in epochs.")] = 1.0,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99, help="Label smoothing.")] = 0.1,
-    dropout: Annotated[float, typer.Option(min=0.0, max=0.99, help="Dropout before the classifier.")] = 0.2,
-    ema: Annotated[float, typer.Option(min=0.0, max=0.99999, help="EMA decay of the weights (e.g. 0.9998); 0 = off.")] = 0.0,
-    amp: Annotated[bool, typer.Option(help="Mixed precision (CUDA only).")] = True,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed of the init, the data order and dropout.")] = 0,
-    eval_every: Annotated[int, typer.Option(min=1, max=100_000, help="Score top-1 every N epochs (and after the last).")] = 1,
+    epochs: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=1, max=100_000, help="Epochs.")] = 30,
+    batch: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=2, max=65_536, help="Batch size per process.")] = 64,
+    lr: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=1e-8, max=10.0, help="Peak SGD learning rate (cosine after warm-up).")] = 0.1,
+    weight_decay: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=0.0, max=1.0, help="Weight decay (not on BN or biases).")] = 4e-5,
+    warmup_epochs: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=0.0, max=100_000.0, help="Linear warm-up, in epochs.")] = 1.0,
+    label_smoothing: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=0.0, max=0.99, help="Label smoothing.")] = 0.1,
+    dropout: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=0.0, max=0.99, help="Dropout before the classifier.")] = 0.2,
+    ema: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=0.0, max=0.99999, help="EMA decay of the weights (e.g. 0.9998); 0 = off.")] = 0.0,
+    amp: Annotated[bool, typer.Option(rich_help_panel=TRAINING, help="Mixed precision (CUDA only).")] = True,
+    seed: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=0, max=2**32 - 1, help="Seed of the init, the data order and dropout.")] = 0,
+    eval_every: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=1, max=100_000, help="Score top-1 every N epochs (and after the last).")] = 1,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder exactly where it stopped.")] = None,
     from_supernet: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the arch's weights inherited from this "
                                                           "`nasctl supernet train` folder (BN recalibrated), not a fresh init.")] = None,
@@ -540,7 +582,11 @@ def retrain(
               f"top-5 {summary.get('top5', float('nan')):.2%}")
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nasctl export runs/net --format onnx -o net.onnx",
+    "nasctl export runs/net --format tflite -o net.tflite",
+    "nasctl export runs/net --format trt --device xavier -o net.engine",
+))
 def export(
     model: Annotated[Path, typer.Argument(help="Run folder of `nasctl retrain` (model.pt + arch.json).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Artifact to write; a .json sidecar goes beside it.")],
@@ -571,7 +617,10 @@ def export(
     _emit(as_json, info, human)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nasctl report runs/quickstart",
+    "nasctl report runs/quickstart -o /tmp/quickstart.html",
+))
 def report(
     run: Annotated[Path, typer.Argument(help="Run folder (e.g. runs/quickstart): rows, predictors, searches, retrains.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file (default RUN/report.html).")] = None,
@@ -589,7 +638,10 @@ def report(
     _emit(as_json, r, f"wrote {r['output']} ({len(r['sections'])} sections)")
 
 
-@app.command()
+@app.command(epilog=examples(
+    "nasctl devices",
+    "nasctl devices --check --timeout 10",
+))
 def devices(
     check: Annotated[bool, typer.Option("--check", help="Connect to each (in parallel) and start its agent.")] = False,
     timeout: Annotated[float, typer.Option(min=0.1, max=3600.0, help="Seconds to wait for each device with --check.")] = 20.0,
@@ -600,18 +652,15 @@ def devices(
     from nasctl.profile import survey_devices
 
     found = survey_devices(check, timeout)
-    t = Table(title="device profiles")
-    cols = ["name", "transport", "runtime", "file"] + (["reachable", "detail"] if check else ["description"])
-    for c in cols:
-        t.add_column(c)
-    for d in found:
-        extra = ([("yes" if d.get("reachable") else "no"), d.get("cpu_model") or d.get("error", "")] if check
-                 else [d.get("description", d.get("error", ""))])
-        t.add_row(d["name"], d.get("transport", "?"), d.get("runtime", "?"), d["file"], *map(str, extra))
+    cols = {"name": False, "also": False, "transport": False, "runtime": False, "file": False,
+            **({"reachable": False, "detail": True} if check else {"description": True})}
+    rows = [[d["name"], ", ".join(d.get("aliases", ())), d.get("transport", "?"), d.get("runtime", "?"), d["file"],
+             *(["yes" if d.get("reachable") else "no", str(d.get("cpu_model") or d.get("error", ""))] if check
+               else [d.get("description", d.get("error", ""))])] for d in found]
     if as_json:
         print(to_json({"devices": found}))
     else:
-        Console().print(t)
+        print_table(Console(), "device profiles", cols, rows)
     if check and not all(d.get("reachable") for d in found):
         raise typer.Exit(3)
 
@@ -633,24 +682,27 @@ supernet_app = typer.Typer(help="Once-for-All: one elastic supernet, trained onc
 app.add_typer(supernet_app, name="supernet")
 
 
-@supernet_app.command("train")
+@supernet_app.command("train", epilog=examples(
+    "nasctl supernet train --data digits --epochs 2,1,1,1 -o runs/ofa",
+    "nasctl supernet train --resume runs/ofa",
+))
 def supernet_train(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder: supernet.json, checkpoint.pt, metrics.csv, supernet.pt.")] = None,
-    space: Annotated[str, typer.Option(help="A layered space (its MBConv kernels and expansions, and skip, become elastic).")] = "proxyless",
-    data: DataOpt = "digits",
-    train_limit: TrainLimitOpt = None,
-    macro: Macro = None,
-    width_mult: WidthMult = None,
-    epochs: Annotated[str, typer.Option(help="Epochs of each phase: full,kernel,depth,expand (OFA's progressive shrinking).")] = "4,2,2,2",
-    batch: Annotated[int, typer.Option(min=2, max=65_536, help="Batch size per process.")] = 64,
-    lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="Peak SGD learning rate of the full net (cosine).")] = 0.05,
-    shrink_lr: Annotated[float, typer.Option(min=1e-8, max=10.0, help="Peak learning rate of each shrinking phase.")] = 0.02,
-    random: Annotated[int, typer.Option(min=0, max=64, help="Random subnets per step beside the largest and smallest (sandwich rule).")] = 2,
-    resolutions: Annotated[Optional[str], typer.Option(help="Per-batch input resolutions, e.g. 24,28,32 (default: the data's).")] = None,
-    holdout: Annotated[int, typer.Option(min=1, max=100_000_000, help="Training images kept apart to score subnets on.")] = 2000,
-    naive: Annotated[bool, typer.Option(help="Ablation: no progressive shrinking; every epoch trains subnets drawn from the "
+    space: Annotated[str, typer.Option(rich_help_panel=SPACE_DATA, help="A layered space (its MBConv kernels and expansions, and skip, become elastic).")] = "proxyless",
+    data: in_panel(DataOpt, SPACE_DATA) = "digits",
+    train_limit: in_panel(TrainLimitOpt, SPACE_DATA) = None,
+    macro: in_panel(Macro, SPACE_DATA) = None,
+    width_mult: in_panel(WidthMult, SPACE_DATA) = None,
+    epochs: Annotated[str, typer.Option(rich_help_panel=TRAINING, help="Epochs of each phase: full,kernel,depth,expand (OFA's progressive shrinking).")] = "4,2,2,2",
+    batch: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=2, max=65_536, help="Batch size per process.")] = 64,
+    lr: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=1e-8, max=10.0, help="Peak SGD learning rate of the full net (cosine).")] = 0.05,
+    shrink_lr: Annotated[float, typer.Option(rich_help_panel=TRAINING, min=1e-8, max=10.0, help="Peak learning rate of each shrinking phase.")] = 0.02,
+    random: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=0, max=64, help="Random subnets per step beside the largest and smallest (sandwich rule).")] = 2,
+    resolutions: Annotated[Optional[str], typer.Option(rich_help_panel=SPACE_DATA, help="Per-batch input resolutions, e.g. 24,28,32 (default: the data's).")] = None,
+    holdout: Annotated[int, typer.Option(rich_help_panel=SPACE_DATA, min=1, max=100_000_000, help="Training images kept apart to score subnets on.")] = 2000,
+    naive: Annotated[bool, typer.Option(rich_help_panel=TRAINING, help="Ablation: no progressive shrinking; every epoch trains subnets drawn from the "
                                         "whole space, as many epochs in all.")] = False,
-    seed: Seed = 0,
+    seed: in_panel(Seed, TRAINING) = 0,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the training in this folder exactly where it stopped.")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -706,7 +758,9 @@ def supernet_train(
         _emit(as_json, summary, f"{summary['epochs']} epochs -> {out}: largest subnet's loss {summary.get('largest_loss', float('nan')):.3f}")
 
 
-@supernet_app.command("eval")
+@supernet_app.command("eval", epilog=examples(
+    "nasctl supernet eval runs/ofa --n 500 -o acc.parquet",
+))
 def supernet_eval(
     supernet: Annotated[Path, typer.Argument(help="Folder of `nasctl supernet train`.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Rows (.parquet/.csv): arch, top1, ... for `fit-predictor --metric top1`.")],
@@ -734,7 +788,9 @@ def supernet_eval(
           f"{len(rows)} subnets -> {output}: top-1 {rows['top1'].min():.1%}..{rows['top1'].max():.1%} (held-out training images)")
 
 
-@supernet_app.command("extract")
+@supernet_app.command("extract", epilog=examples(
+    "nasctl supernet extract runs/ofa --arch arch.json -o runs/ofa-net",
+))
 def supernet_extract(
     supernet: Annotated[Path, typer.Argument(help="Folder of `nasctl supernet train`.")],
     arch: Annotated[str, typer.Option(help="The subnet: an arch string of the supernet's space, or an arch.json.")],
@@ -764,7 +820,9 @@ def _per_device(given: list[str] | None, option: str, kind=None) -> dict:
     return out
 
 
-@supernet_app.command("search")
+@supernet_app.command("search", epilog=examples(
+    "nasctl supernet search runs/ofa --accuracy acc.pt --predictor cpu.pt \\\n  --target-ms 6,9 -o runs/deploy",
+))
 def supernet_search(
     supernet: Annotated[Path, typer.Argument(help="Folder of `nasctl supernet train`.")],
     accuracy: Annotated[Path, typer.Option(help="Top-1 predictor fitted on `nasctl supernet eval` rows (--metric top1).")],
@@ -776,15 +834,15 @@ def supernet_search(
     target_mj: Annotated[Optional[list[str]], typer.Option(help="Energy targets, as --target-ms.")] = None,
     max_params: Annotated[Optional[str], typer.Option(help="Params budget for every pair, e.g. 2.5M (counted at the device's config).")] = None,
     max_mflops: Annotated[Optional[str], typer.Option(help="Multiply-add budget in millions for every pair.")] = None,
-    population: Annotated[int, typer.Option(min=2, max=100_000, help="Living population of the regularized evolution.")] = 100,
-    generations: Annotated[int, typer.Option(min=1, max=100_000, help="Generations per (device, target).")] = 40,
-    verify: Annotated[Optional[list[str]], typer.Option(help="Measure the chosen nets on a device profile: local for every device, or "
+    population: Annotated[int, typer.Option(rich_help_panel=EVOLUTION, min=2, max=100_000, help="Living population of the regularized evolution.")] = 100,
+    generations: Annotated[int, typer.Option(rich_help_panel=EVOLUTION, min=1, max=100_000, help="Generations per (device, target).")] = 40,
+    verify: Annotated[Optional[list[str]], typer.Option(rich_help_panel=VERIFY, help="Measure the chosen nets on a device profile: local for every device, or "
                                                         "cpu2=cpu-2t.toml for one (repeat the option).")] = None,
-    host: Annotated[Optional[str], typer.Option(help="--verify on an SSH/adb device: address or serial.")] = None,
-    tolerance: Annotated[float, typer.Option(min=1e-9, max=1.0, help="Allowed relative gap between measured and target.")] = 0.03,
-    verify_wait: Annotated[float, typer.Option(min=0.0, max=86_400.0, help="Seconds a disturbed --verify waits in all for a quiet device.")] = 300.0,
-    calibrate: Annotated[bool, typer.Option(help="If --verify misses, shift that predictor by the residual and evolve again, once.")] = True,
-    seed: Seed = 0,
+    host: Annotated[Optional[str], typer.Option(rich_help_panel=VERIFY, help="--verify on an SSH/adb device: address or serial.")] = None,
+    tolerance: Annotated[float, typer.Option(rich_help_panel=VERIFY, min=1e-9, max=1.0, help="Allowed relative gap between measured and target.")] = 0.03,
+    verify_wait: Annotated[float, typer.Option(rich_help_panel=VERIFY, min=0.0, max=86_400.0, help="Seconds a disturbed --verify waits in all for a quiet device.")] = 300.0,
+    calibrate: Annotated[bool, typer.Option(rich_help_panel=VERIFY, help="If --verify misses, shift that predictor by the residual and evolve again, once.")] = True,
+    seed: in_panel(Seed, EVOLUTION) = 0,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):

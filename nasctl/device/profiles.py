@@ -116,7 +116,9 @@ def load_device(ref: str) -> DeviceProfile:
         if ref not in known and ALIASES.get(ref) in known:
             ref = ALIASES[ref]
         if ref not in known:
-            raise UserError(f"unknown device {shown(ref)} (profiles: {', '.join(known)}; or a .toml file)")
+            also = {n: a for a, n in ALIASES.items()}
+            names = ", ".join(f"{k} ({also[k]})" if k in also else k for k in known)
+            raise UserError(f"unknown device {shown(ref)} (profiles: {names}; or a .toml file)")
         path = known[ref]
     try:
         doc = tomllib.loads(path.read_text())
