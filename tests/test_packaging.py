@@ -57,6 +57,7 @@ def test_agent_runs_on_python_38():
 
     for name in ("agent.py", "protocol.py"):  # the zipapp's two modules
         assert "from __future__ import annotations" in (ROOT / "agents" / name).read_text(), name
-    p = subprocess.run([sys.executable, "-m", "vermin", "--no-tips", "--violations", "-t=3.8-", str(ROOT / "agents")],
+    vermin = Path(sys.executable).with_name("vermin")  # its console script: vermin has no __main__
+    p = subprocess.run([str(vermin), "--no-tips", "--violations", "-t=3.8-", str(ROOT / "agents")],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
