@@ -77,15 +77,17 @@ if search["verify_status"] == "unverified":
     a.add_row("measured", f"UNVERIFIED: {search['unverified_reason']}" + (f" ({rounds})" if rounds else ""))
 else:
     v = search["verify"][-1]
-    a.add_row("measured", f"{v['measured']['latency_ms']:.3f} ms, {v['gap']['latency_ms']:+.1%} from target ({rounds})")
+    a.add_row("measured", f"{v['measured']['latency_ms']:.3f} ms, {v['gap']['latency_ms']:+.1%} from target"
+              + (f" ({rounds})" if len(search["verify"]) > 1 else ""))
 a.add_row("params / MACs", f"{search['params_count'] / 1e6:.2f} M / {search['macs'] / 1e6:.0f} M")
 p = net["space_params"]
 b = Table(title="the same arch trained on digits", title_justify="left", show_header=False)
 b.add_column(no_wrap=True)
 b.add_column()
 b.add_row("config", f"{net['space']} {p['macro']} macro, {p['resolution']}x{p['resolution']}, {p['num_classes']} classes, width {p['width_mult']:g}")
-b.add_row("top-1", f"{metrics.top1.iloc[-1]:.1%} on digits' 360 held-out images after {len(metrics)} epochs "
-          f"({metrics.top1.iloc[0]:.1%} after the first; {metrics.time_s.sum():.0f} s)")
+b.add_row("top-1", f"{metrics.top1.iloc[-1]:.1%} after {len(metrics)} epochs ({metrics.top1.iloc[0]:.1%} after the first), "
+          f"{metrics.time_s.sum():.0f} s")
+b.add_row("scored on", "digits' 360 held-out images")
 b.add_row("params / MACs", f"{net['params'] / 1e6:.2f} M / {net['macs'] / 1e6:.1f} M")
 out.print(a)
 out.print(b)

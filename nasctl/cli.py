@@ -678,7 +678,10 @@ def _numbers(text: str, option: str, kind: type = int) -> tuple:
 
 
 supernet_app = typer.Typer(help="Once-for-All: one elastic supernet, trained once; subnets with inherited weights.",
-                           no_args_is_help=True)
+                           no_args_is_help=True, epilog=examples(
+                               "nasctl supernet train --data digits --epochs 2,1,1,1 -o runs/ofa",
+                               "nasctl supernet eval runs/ofa --n 500 -o acc.parquet",
+                               "nasctl supernet search --help"))
 app.add_typer(supernet_app, name="supernet")
 
 
