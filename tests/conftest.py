@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,6 +13,17 @@ os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="nasctl-test-data-")
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 HELP_CSV = ROOT.parent / "shared" / "data" / "help-fbnet" / "fbnet_cifar100_latency.csv"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_adb_server():
+    """Every adb client the tests start talks to a server on the session's own port, stopped
+    when the session ends: `devices --check` reaches the shipped android profile, and its adb
+    would otherwise start the user's server on 5037 and leave it running after the suite."""
+    os.environ["ANDROID_ADB_SERVER_PORT"] = str(6100 + os.getpid() % 800)
+    yield
+    if shutil.which("adb"):
+        subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)
 
 
 @pytest.fixture

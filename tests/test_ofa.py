@@ -121,7 +121,11 @@ def test_supernet_eval_rows_fit_an_accuracy_predictor(trained, tmp_path, capsys)
     out = json.loads(capsys.readouterr().out)
     df = pd.read_parquet(rows)
     assert len(df) == out["rows"] == 32 and df["top1"].between(0, 1).all()
-    assert df["top1"].iloc[0] > 0.3  # the largest subnet learned something in 5 epochs on 200 images
+    # Learned: the largest subnet's training loss fell. Its held-out top-1 after 5 epochs on 200
+    # images is no test: over seeds 0-19 it ranged 0.14-0.41 (0.3 failed 9 of 20), while the last
+    # epoch's loss over the first's ranged 0.71-0.87, so < 0.95 holds with room on every seed.
+    loss = pd.read_csv(trained / "metrics.csv")["largest_loss"]
+    assert loss.iloc[-1] < 0.95 * loss.iloc[0]
     assert run(["fit-predictor", str(rows), "--metric", "top1", "-o", str(tmp_path / "acc.pt"), "-q"]) == 0
 
 

