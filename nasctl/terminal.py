@@ -126,4 +126,4 @@ def print_table(console: Console, title: str, columns: dict[str, bool], rows: li
         console.print(r[0], soft_wrap=True, highlight=False)
         for name, value in zip(names[1:], r[1:]):
             if value:
-                    console.print(f"  {name}: {value}", soft_wrap=True, highlight=False)
+                console.print(f"  {name}: {value}", soft_wrap=True, highlight=False)

@@ -22,17 +22,10 @@ PHONE_PYTHON = DEVICE_PYTHON if os.path.exists(DEVICE_PYTHON) else sys.executabl
 
 @pytest.fixture(scope="module")
 def adb_server():
-    """A private adb server, so the tests never touch the user's devices or server."""
-    port = str(5100 + os.getpid() % 800)
-    old = os.environ.get("ANDROID_ADB_SERVER_PORT")
-    os.environ["ANDROID_ADB_SERVER_PORT"] = port
+    """A private adb server, so the tests never touch the user's devices or server: its port is
+    the session's (conftest.private_adb_server), which stops it when the session ends."""
     subprocess.run(["adb", "start-server"], check=True, capture_output=True)
-    yield port
-    subprocess.run(["adb", "kill-server"], capture_output=True)
-    if old is None:
-        del os.environ["ANDROID_ADB_SERVER_PORT"]
-    else:
-        os.environ["ANDROID_ADB_SERVER_PORT"] = old
+    return os.environ["ANDROID_ADB_SERVER_PORT"]
 
 
 def connect(adbd: Adbd) -> None:

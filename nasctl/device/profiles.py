@@ -95,6 +95,11 @@ def profile_dirs() -> list[Path]:
     return [*env, Path("profiles"), Path(str(resources.files("nasctl_profiles")))]
 
 
+def aliases_of(name: str) -> list[str]:
+    """The short names that stand for a profile (`local` for `local-cpu`)."""
+    return [a for a, n in ALIASES.items() if n == name]
+
+
 def list_profiles() -> dict[str, Path]:
     """Profile name -> file, earlier folders shadowing later ones."""
     found: dict[str, Path] = {}
@@ -116,8 +121,7 @@ def load_device(ref: str) -> DeviceProfile:
         if ref not in known and ALIASES.get(ref) in known:
             ref = ALIASES[ref]
         if ref not in known:
-            also = {n: a for a, n in ALIASES.items()}
-            names = ", ".join(f"{k} ({also[k]})" if k in also else k for k in known)
+            names = ", ".join(f"{k} ({', '.join(aliases_of(k))})" if aliases_of(k) else k for k in known)
             raise UserError(f"unknown device {shown(ref)} (profiles: {names}; or a .toml file)")
         path = known[ref]
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from nasctl import __version__
-from nasctl.device.profiles import ALIASES, DeviceProfile, list_profiles, load_device
+from nasctl.device.profiles import DeviceProfile, aliases_of, list_profiles, load_device
 from nasctl.device.transports import AgentDied, LinkLost, Session, Transport, open_transport
 from nasctl.errors import DeviceUnreachable, NasctlError, UserError
 from nasctl.profile.drift import RECENT, Reference, RefLog, reference_arch
@@ -161,7 +161,7 @@ def survey_devices(check: bool = False, timeout: float = 20.0) -> list[dict]:
     for name, path in list_profiles().items():
         try:
             dev = load_device(str(path))
-            found.append({"name": name, "aliases": [a for a, n in ALIASES.items() if n == name], "transport": dev.transport,
+            found.append({"name": name, "aliases": aliases_of(name), "transport": dev.transport,
                           "runtime": dev.runtime, "description": dev.description, "file": str(path)})
             devs[name] = dev
         except UserError as e:
