@@ -1,8 +1,10 @@
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -10,9 +12,52 @@ import pytest
 # Reference-net base speeds (nasctl.profile.drift) live under XDG_DATA_HOME: the tests' own, not the user's.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="nasctl-test-data-")
 
+# Under xdist each worker gets its share of the cores, for torch here and (through the environment)
+# in every nasctl it starts: OpenMP threads of two workers on the same cores spin against each other.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
 HELP_CSV = ROOT.parent / "shared" / "data" / "help-fbnet" / "fbnet_cifar100_latency.csv"
+QUIET_MAX_BUSY = 0.25  # share of the whole machine that other work may use before a timing test skips
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "timing: compares real timings, so it needs a quiet machine: run alone "
+                                       "(`-m timing`, no -n), it checks first and skips with the reason when the machine is busy")
+
+
+def pytest_collection_modifyitems(items):
+    """Under xdist (`-n`), the tests of a module that share one of its module-scoped fixtures (a
+    profiled row set, a trained supernet, an sshd board) run on one worker, so each is made once."""
+    for item in items:
+        defs = item._fixtureinfo.name2fixturedefs.values()
+        if any(d[-1].scope == "module" and d[-1].baseid.endswith(".py") for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def machine_busy(seconds: float = 1.0) -> float:
+    """Share of all cores' time that went to work other than idle/iowait over `seconds` (/proc/stat);
+    the test process sleeps meanwhile, so the share is other work's."""
+    def jiffies():
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(f) - f[3] - f[4], sum(f)
+    (b0, t0), _, (b1, t1) = jiffies(), time.sleep(seconds), jiffies()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(request):
+    """A timing test's verdict compares real timings, so it runs only on a quiet machine: busy
+    means skipped with the reason, never a failure that load caused."""
+    if request.node.get_closest_marker("timing"):
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            pytest.skip("a timing test: runs in the serial pass (`pytest -m timing`), never beside other tests")
+        busy = machine_busy()
+        if busy > QUIET_MAX_BUSY:
+            pytest.skip(f"a timing test on a busy machine: other work used {busy:.0%} of the CPU over 1 s "
+                        f"(more than {QUIET_MAX_BUSY:.0%}); it compares real timings, so it would judge the load")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,7 +65,9 @@ def private_adb_server():
     """Every adb client the tests start talks to a server on the session's own port, stopped
     when the session ends: `devices --check` reaches the shipped android profile, and its adb
     would otherwise start the user's server on 5037 and leave it running after the suite."""
-    os.environ["ANDROID_ADB_SERVER_PORT"] = str(6100 + os.getpid() % 800)
+    with socket.socket() as s:  # a port free now; each xdist worker gets its own server
+        s.bind(("127.0.0.1", 0))
+        os.environ["ANDROID_ADB_SERVER_PORT"] = str(s.getsockname()[1])
     yield
     if shutil.which("adb"):
         subprocess.run(["adb", "kill-server"], capture_output=True, timeout=30)

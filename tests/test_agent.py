@@ -101,12 +101,15 @@ def test_foreign_load_on_the_free_cores_is_detected_and_retimed(tmp_path):
     # window after ~2 jiffies of /proc/stat, too few to read the spinners' share from
     cfg = {"input_shape": [1, 3, 32, 32], "protocol": {"warmup_runs": 1, "warmup_s": 0, "min_time_s": 0.6, "max_time_s": 0.8,
                                                        "max_runs": 10**9, "max_other_busy": 0.5}}
-    spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range((os.cpu_count() or 2) - 1)]
+    spinner = "print('spinning', flush=True)\nwhile True: pass"
+    spin = [subprocess.Popen([sys.executable, "-c", spinner], stdout=subprocess.PIPE, text=True) for _ in range((os.cpu_count() or 2) - 1)]
     try:
+        assert all(p.stdout.readline() == "spinning\n" for p in spin)  # each spins before the timing starts
         row = agent.measure(runtime, str(model), cfg, agent.Path("/"))
     finally:
         for p in spin:
             p.kill()
+            p.wait()
     if os.cpu_count() == 1:
         pytest.skip("one core: there is no free core to watch")
     assert row["other_cores_busy"] > 0.5 and row["interference_retries"] == 2

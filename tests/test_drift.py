@@ -211,11 +211,12 @@ def test_cooldown_waits_for_the_hottest_zone_to_drop(tmp_path, onnx_model):
     _sysfs(tmp_path, temp_c=75)
     threading.Timer(1.0, lambda: _sysfs(tmp_path, temp_c=55)).start()
     row = _measure(tmp_path, onnx_model, cooldown_c=60, cooldown_max_s=20)
-    assert 0.9 < row["cooldown_s"] < 5 and row["temp_c_before"] == 55 and row["status"] == "ok"
+    # it waited for the drop (>= 1 s after the timer started) and the drop ended the wait, not the 20 s limit
+    assert 0.9 < row["cooldown_s"] < 20 and row["temp_c_before"] == 55 and row["status"] == "ok"
     t0 = time.monotonic()
     _sysfs(tmp_path, temp_c=75)
     row = _measure(tmp_path, onnx_model, cooldown_c=60, cooldown_max_s=0.5)  # never cools: time anyway, after the limit
-    assert 0.5 <= row["cooldown_s"] < 2 and time.monotonic() - t0 >= 0.5
+    assert row["cooldown_s"] >= 0.5 and row["temp_c_before"] == 75 and time.monotonic() - t0 >= 0.5
 
 
 # ---- the interleaved verify ------------------------------------------------------------------

@@ -60,6 +60,7 @@ def test_ina3221_iio_energy_is_power_times_time(tmp_path, onnx_model):
     assert row["power_w_mean"] == pytest.approx(6.0) and row["energy_source"] == "ina3221:iio"
 
 
+@pytest.mark.timing
 def test_changing_rail_power_is_integrated(tmp_path, onnx_model):
     d = _iio(tmp_path, {"GPU": 2000})
     """The meter's energy against the truth: the integral of the power the rail really showed

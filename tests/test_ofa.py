@@ -240,6 +240,7 @@ def test_ofa_search_gives_each_device_and_target_the_best_predicted_net_with_inh
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["parity_max_abs_diff"] <= 1e-4
 
 
+@pytest.mark.timing
 def test_ofa_verify_measures_each_net_on_its_device(trained, deploy_inputs, tmp_path, capsys):
     t = _targets(deploy_inputs, (0.5,))[0]
     out = tmp_path / "v"

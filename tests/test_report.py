@@ -8,7 +8,7 @@ from browser import chromium, load_page
 from conftest import DATA, nasctl
 
 TINY = str(DATA / "tiny.toml")
-FAST = ["--space", TINY, "--resolution", "16", "--epochs", "3", "--warmup-epochs", "1", "--batch", "32", "-q"]
+FAST = ["--space", TINY, "--resolution", "16", "--epochs", "3", "--warmup-epochs", "1", "--batch", "32", "--train-limit", "300", "-q"]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def run(tmp_path_factory):
     common = ["--predictor", r / "predictor.pt", "--target-ms", round(target, 3), *FAST, "--verify", DATA / "fast-cpu.toml", "--tolerance", "0.5"]
     nasctl("search", *common, "-o", r / "search", check=0)
     nasctl("search", *common, "--method", "random", "--candidates", 2, "-o", r / "random", check=0)
-    nasctl("retrain", r / "search" / "arch.json", "--epochs", 1, "--batch", 32, "-o", r / "model", "-q", check=0)
+    nasctl("retrain", r / "search" / "arch.json", "--epochs", 1, "--batch", 32, "--train-limit", 300, "-o", r / "model", "-q", check=0)
     return r
 
 

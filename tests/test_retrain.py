@@ -38,13 +38,14 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     nasctl("retrain", ARCH, *FAST, "--epochs", 4, "-o", full, check=0)
     cmd = [sys.executable, "-m", "nasctl", "retrain", ARCH, *FAST, "--epochs", "4", "-o", str(cut), "-q"]
     proc = subprocess.Popen(cmd, start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not ((cut / "metrics.csv").exists() and len(pd.read_csv(cut / "metrics.csv")) >= 2):
+    # killed once the first epoch is on disk: three epochs of margin (seconds each) against the 50 ms poll
+    while proc.poll() is None and not ((cut / "metrics.csv").exists() and len(pd.read_csv(cut / "metrics.csv")) >= 1):
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(pd.read_csv(cut / "metrics.csv"))
-    assert 2 <= done < 4 and not (cut / "model.pt").exists()
+    assert 1 <= done < 4 and not (cut / "model.pt").exists()
     nasctl("retrain", "--resume", cut, check=0)
     a, b = pd.read_csv(full / "metrics.csv"), pd.read_csv(cut / "metrics.csv")
     cols = ["epoch", "train_loss", "val_loss", "top1", "top5", "lr"]

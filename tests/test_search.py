@@ -127,6 +127,7 @@ def test_multipliers_ascend_targets_freely_and_budgets_from_zero():
         parse_count("lots", "--max-params")
 
 
+@pytest.mark.timing
 def test_lightnas_search_writes_its_files_and_verifies_on_the_device(tmp_path, predictor):
     """How close the tiny sub-millisecond nets land to the target is a benchmark figure (CI load
     can double a 0.2 ms timing); here: the files, a real measurement of the searched arch, and an
@@ -175,6 +176,7 @@ def test_a_verify_disturbed_on_every_try_keeps_the_result_marked_unverified(tmp_
     finally:
         for b in burners:
             b.kill()
+            b.wait()
     assert p.returncode == 4, p.stderr[-2000:]
     doc = json.loads((out / "arch.json").read_text())
     assert doc["verify_status"] == "unverified" and doc["verify"] == []
