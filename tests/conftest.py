@@ -28,13 +28,22 @@ def pytest_configure(config):
                                        "(`-m timing`, no -n), it checks first and skips with the reason when the machine is busy")
 
 
-def pytest_collection_modifyitems(items):
-    """Under xdist (`-n`), the tests of a module that share one of its module-scoped fixtures (a
-    profiled row set, a trained supernet, an sshd board) run on one worker, so each is made once."""
-    for item in items:
-        defs = item._fixtureinfo.name2fixturedefs.values()
-        if any(d[-1].scope == "module" and d[-1].baseid.endswith(".py") for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+def pytest_xdist_make_scheduler(config, log):
+    """Under xdist (`-n`): a module that defines module-scoped fixtures (a profiled row set, a
+    trained supernet, an sshd board) runs whole on one worker, so each fixture is made once;
+    every other test is scheduled on its own. Largest units first (xdist's scope reordering).
+    (xdist's own loadgroup no longer groups under pytest 9: it renames a node id attribute that
+    pytest 9 does not read.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    shared = {f"tests/{p.name}" for p in Path(__file__).parent.glob("test_*.py") if 'scope="module"' in p.read_text()}
+
+    class ModuleFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in shared else nodeid
+
+    return ModuleFixtureScheduling(config, log)
 
 
 def machine_busy(seconds: float = 1.0) -> float:

@@ -30,7 +30,7 @@ def adb_server():
 
 def connect(adbd: Adbd) -> None:
     subprocess.run(["adb", "connect", adbd.serial], check=True, capture_output=True, timeout=30)
-    subprocess.run(["adb", "-s", adbd.serial, "wait-for-any-device"], capture_output=True, timeout=10)
+    subprocess.run(["adb", "-s", adbd.serial, "wait-for-any-device"], capture_output=True, timeout=60)  # a hang guard
 
 
 @pytest.fixture(scope="module")

@@ -59,10 +59,10 @@ def test_samples_are_valid_genotypes_and_costs_are_exact(stratify):
 
 @pytest.fixture(scope="module")
 def darts_rows(tmp_path_factory):
-    """40 darts genotypes (8 cells at 16x16) timed here with onnxruntime, and a fitted predictor."""
+    """32 darts genotypes (8 cells at 16x16) timed here with onnxruntime, and a fitted predictor."""
     d = tmp_path_factory.mktemp("darts")
     archs, lat = d / "archs.parquet", d / "lat.parquet"
-    nasctl("sample", "--space", "darts", "--n", 40, "--seed", 1, "--stratify", "macs", "-o", archs, "--resolution", 16, check=0)
+    nasctl("sample", "--space", "darts", "--n", 32, "--seed", 1, "--stratify", "macs", "-o", archs, "--resolution", 16, check=0)
     nasctl("profile", "--device", DATA / "fast-cpu.toml", "--archs", archs, "-o", lat, "-q", check=0)
     rep = json.loads(nasctl("fit-predictor", lat, "--members", 2, "-o", d / "p.pt", "--json", check=0).stdout)
     return lat, d / "p.pt", rep

@@ -35,8 +35,9 @@ def test_retrain_learns_and_writes_its_files(tmp_path):
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    nasctl("retrain", ARCH, *FAST, "--epochs", 4, "-o", full, check=0)
-    cmd = [sys.executable, "-m", "nasctl", "retrain", ARCH, *FAST, "--epochs", "4", "-o", str(cut), "-q"]
+    small = [*FAST, "--epochs", "4", "--train-limit", "500"]  # exact resume holds on any data; fewer images, sooner
+    nasctl("retrain", ARCH, *small, "-o", full, check=0)
+    cmd = [sys.executable, "-m", "nasctl", "retrain", ARCH, *small, "-o", str(cut), "-q"]
     proc = subprocess.Popen(cmd, start_new_session=True)
     # killed once the first epoch is on disk: three epochs of margin (seconds each) against the 50 ms poll
     while proc.poll() is None and not ((cut / "metrics.csv").exists() and len(pd.read_csv(cut / "metrics.csv")) >= 1):
@@ -67,7 +68,9 @@ def test_torchrun_ddp_with_two_gloo_processes(tmp_path):
     summaries = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
     assert len(summaries) == 1 and summaries[0]["world_size"] == 2  # only rank 0 talks
     m = pd.read_csv(out / "metrics.csv")
-    assert m["epoch"].tolist() == [1, 2] and m["top1"].iloc[-1] > 0.2
+    # learned: chance is 0.1; seeds 0-19 of this recipe under torchrun: top-1 0.38-0.80 after 2 epochs,
+    # and epoch 2's train loss 0.69-0.78 of epoch 1's
+    assert m["epoch"].tolist() == [1, 2] and m["top1"].iloc[-1] > 0.2 and m["train_loss"].iloc[1] < 0.9 * m["train_loss"].iloc[0]
     assert (out / "model.pt").exists()
 
 

@@ -264,6 +264,7 @@ def profile_archs(
 
         raise UserError(f"device {device.name!r} times .tflite models: {EXTRA}")
     config = device.agent_config(space.params.resolution)
+    reference = reference_arch(space, device)  # a bad one is bad input: refused before any device is reached or waited for
     devices: list[_Device] = []
     try:
         for host in hosts:
@@ -282,7 +283,7 @@ def profile_archs(
         config_id = ids.pop()
         done = store.done(config_id, include_errors=not retry_errors)
         todo = [a for a in archs if a.id not in done]
-        ref_arch = reference_arch(space, device) if todo else None
+        ref_arch = reference if todo else None
         on_start(len(todo), len(archs) - len(todo))
         summary = Summary(str(store.path), device.name, config_id, len(archs), len(archs) - len(todo), 0, 0, 0, 0.0, 0.0)
         stop, lock, failures = threading.Event(), threading.Lock(), []

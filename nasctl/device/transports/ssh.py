@@ -129,6 +129,7 @@ class SshTransport(Transport):
         self.t = target
         self.trust = trust_new_host_key
         self.reconnects = 0
+        self.on_note = lambda text: None  # the running session's, so a reconnect from any path is heard
         self.batch_size = target.upload_batch
         self._staged: dict[str, Path] = {}  # remote path -> host file, to upload again after a drop
         self._client: paramiko.SSHClient | None = None
@@ -158,6 +159,7 @@ class SshTransport(Transport):
         4 ... 30 s between tries, for up to reconnect_s."""
         if self.reconnects != since:
             return self.reconnects
+        self.on_note(f"{why}; reconnecting")
         self._drop()
         deadline, wait = time.monotonic() + self.t.reconnect_s, 1.0
         while True:
@@ -253,6 +255,7 @@ class SshTransport(Transport):
 
     # -- the agent --------------------------------------------------------------------------
     def start_agent(self, config: dict, on_note=lambda text: None) -> AgentSession:
+        self.on_note = on_note
         return SshSession(self, config, on_note)
 
     def open_agent(self, config: dict):
@@ -332,5 +335,4 @@ class SshSession(AgentSession):
             try:
                 return super().measure(key, model)
             except LinkLost as e:
-                self._on_note(f"{e}; reconnecting")
                 self._restart(e)
