@@ -248,6 +248,7 @@ def test_ofa_verify_measures_each_net_on_its_device(trained, deploy_inputs, tmp_
     code = run(["supernet", "search", str(trained), "--accuracy", str(deploy_inputs / "acc.pt"), "--predictor", str(deploy_inputs / "dev-a.pt"),
                 "--target-ms", str(t), "--verify", f"dev-a={DATA / 'fast-cpu.toml'}", "--tolerance", "0.5", "-o", str(out), "--json", "-q"])
     r = json.loads(capsys.readouterr().out)["results"][0]
+    assert r["gap"] == pytest.approx(r["measured"] / t - 1)  # the gap is the measurement's, against this target
     assert r["met"] == (abs(r["measured"] / t - 1) <= 0.5) and code == (0 if r["met"] else 1)  # met: within --tolerance
     assert r["verify_status"] == "verified" and r["measured"] > 0 and len(r["verify"]) >= 1
     assert len(pd.read_parquet(out / f"dev-a-{t:g}ms" / "verify.parquet")) >= 1

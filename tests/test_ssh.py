@@ -75,23 +75,20 @@ def test_energy_follows_the_power_the_test_sets(host, board, archs, tmp_path):
 def test_a_cut_link_mid_stream_loses_and_duplicates_nothing(host, board, archs, tmp_path):
     space, arch_list = read_archs(archs, None)
     store, rows, notes = Store(tmp_path / "cut.parquet"), [], []
-    guard = threading.Timer(300, host.link, kwargs={"up": True})  # a hang guard only: never reached when nasctl works
 
     def cut_after_two(row):
         rows.append(row["arch_id"])
         if len(rows) == 2:  # the next request and its row are on the wire while the link is down
             host.link(up=False)
-            guard.start()
 
     def note(text):  # the link comes back once nasctl has seen it lost, however long that took under load
         notes.append(text)
         if "reconnecting" in text:
             threading.Timer(0.5, host.link, kwargs={"up": True}).start()
 
-    try:
+    try:  # a note that never comes ends the run after reconnect_s (60 s), with an error
         s = profile_archs(arch_list, space, load_device(str(board)), store, on_row=cut_after_two, on_note=note)
     finally:
-        guard.cancel()
         host.link(up=True)
     df = pd.read_parquet(tmp_path / "cut.parquet")
     assert s.reconnects >= 1 and any("reconnecting" in n for n in notes)
