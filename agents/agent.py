@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -807,6 +808,11 @@ def take_lock(path: str, out: Out, wait_s: float = 600.0):
 def serve(config: dict, root: Path, exclude: tuple[int, ...] = (), heartbeat_s: float = 0.0,
           lock: str | None = None) -> int:
     runtime_name = config.get("runtime", "onnxruntime")
+    # A Ctrl-C at the host's terminal reaches every process in its group, and over some links
+    # (a pty, a shell that forwards it) the board's too: it is for the host, which then stops
+    # this agent itself (a SIGTERM, or a closed link). Dying of it here would turn the model
+    # in flight into a failed measurement.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The protocol owns the real stdout; whatever else writes to fd 1 (runtime logs, native
     # libraries) is sent to stderr, so it can never corrupt a row.
     out = Out(os.fdopen(os.dup(1), "w", buffering=1))
@@ -857,7 +863,9 @@ def serve(config: dict, root: Path, exclude: tuple[int, ...] = (), heartbeat_s: 
 
 
 def _serve_loop(runtime, config, root, exclude, meter, note, power, out) -> None:
-    for line in sys.stdin:
+    # Raw bytes, whatever the locale decodes stdin with (a board's may be strict, or not UTF-8):
+    # read_request decodes each line inside the handler, so a stray byte is an error row.
+    for line in sys.stdin.buffer:
         if not line.strip():
             continue
         key = None

@@ -45,8 +45,13 @@ def request(key: str, model: str) -> str:
     return json.dumps({KEY: key, MODEL: model}) + "\n"
 
 
-def read_request(line: str) -> tuple[str | None, str]:
+def read_request(line: bytes | str) -> tuple[str | None, str]:
     """(key, model) of a request line; ValueError, with the key where one could be read, if bad."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"not a UTF-8 request line: {line.strip()[:120]!r}") from None
     try:
         doc = json.loads(line)
     except ValueError:

@@ -1,7 +1,9 @@
 """The `nasctl` command line: a thin typer layer over the library.
 
-Exit codes: 0 ok; 1 the job failed (or some archs ended as error, disturbed or throttled rows); 2 bad input, nothing
-written (also a training run that diverged: it writes no model); 3 device unreachable; 4 a search
+Exit codes: 0 ok; 1 the job failed (or some archs ended as error, disturbed or throttled rows, or
+an output could not be written, a full disk, after other work was written and kept); 2 bad input,
+nothing written (also a training run that diverged: it writes no model, and an output that could
+not be written before anything was); 3 device unreachable; 4 a search
 whose --verify found the device disturbed until --verify-wait ran out (the result is kept, marked
 unverified); 130 interrupted (Ctrl-C). With --json, stdout carries one strict JSON object (null, never NaN) and
 nothing else; progress and logs go to stderr.
@@ -14,6 +16,7 @@ every file is checked on load (`nasctl.validate`, the space and predictor schema
 from __future__ import annotations
 
 import copy
+import errno
 import math
 import os
 import re
@@ -36,7 +39,7 @@ except ImportError:  # pragma: no cover - older typer on real click
 from nasctl import __version__
 from nasctl.errors import NasctlError, UserError
 from nasctl.search import ALL_METHODS
-from nasctl.tables import to_json
+from nasctl.tables import forget_written, output_error, to_json
 from nasctl.terminal import examples, install as install_help, print_table
 from nasctl.validate import MAX_MEMBERS, OPSETS, input_path, output_path, require_suffix
 
@@ -576,7 +579,7 @@ def retrain(
         def on_epoch(row):
             progress.update(task, completed=row["epoch"], description=f"{name}: top-1 {row['top1']:.1%}, loss {row['train_loss']:.3f}")
 
-        summary = train(run.arch, run.data, run.recipe, run.out, resume=run.resume, on_epoch=on_epoch, init=run.init)
+        summary = train(run.arch, run.data, run.recipe, run.out, resume=run.resume, on_epoch=on_epoch, init=run.init, record=run.record)
     if lead:
         _emit(as_json, summary, f"{summary['epochs']} epochs -> {run.out}: top-1 {summary.get('top1', float('nan')):.2%}, "
               f"top-5 {summary.get('top5', float('nan')):.2%}")
@@ -910,6 +913,7 @@ def _not_finite(e: ClickException, args: list[str]) -> str | None:
 def run(args: list[str] | None = None) -> int:
     """Run the CLI as a user does; every error becomes one line on stderr and its exit code."""
     args = sys.argv[1:] if args is None else list(args)
+    forget_written()  # an OutputError's exit code says whether this command kept work before it
     try:
         _no_empty(args)
         code = typer.main.get_command(app).main(args, prog_name="nasctl", standalone_mode=False)
@@ -922,6 +926,12 @@ def run(args: list[str] | None = None) -> int:
     except NasctlError as e:
         print(f"nasctl: error: {_one_line(str(e))}", file=sys.stderr)
         code = e.exit_code
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise  # anything but a full disk outside nasctl's writers is a bug: keep its traceback
+        full = output_error(Path(e.filename or "."), e)
+        print(f"nasctl: error: {_one_line(str(full))}", file=sys.stderr)
+        code = full.exit_code
     except (KeyboardInterrupt, typer.Abort):
         code = 130
     if code == 130:  # typer turns Ctrl-C into a silent exit code 130; a script's log should say why

@@ -21,3 +21,12 @@ class DeviceUnreachable(NasctlError):
     """The device could not be reached or its agent could not be started (exit code 3)."""
 
     exit_code = 3
+
+
+class OutputError(NasctlError):
+    """An output could not be written (a full disk, a read-only folder): exit 1 when the command
+    had already written other work, which is kept; exit 2 when it had written nothing."""
+
+    def __init__(self, message: str, kept: bool):
+        super().__init__(message)
+        self.exit_code = 1 if kept else 2

@@ -1,5 +1,8 @@
+import contextlib
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -101,3 +104,38 @@ def nasctl(*args, check=None, **kw) -> subprocess.CompletedProcess:
     if check is not None:
         assert p.returncode == check, f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
     return p
+
+
+def slow_profile(src, dst: Path) -> Path:
+    """A copy of a device profile in which every arch takes 3 s or more to time, so that a
+    signal sent as a row lands finds the next arch in flight (and no reference net is timed:
+    it would take as long)."""
+    text = re.sub(r"(?m)^max_runs = .*\n", "", Path(src).read_text())
+    text = re.sub(r"(?m)^min_time_s = .*$", "min_time_s = 3.0\nmax_runs = 1000000\nreference = \"off\"", text)
+    text = re.sub(r"(?m)^max_time_s = .*$", "max_time_s = 6.0", text)
+    assert "\nmin_time_s = 3.0\n" in text and "\nmax_time_s = 6.0\n" in text, f"{src}: no [protocol] times to slow down"
+    dst.write_text(text)
+    return dst
+
+
+def ctrl_c_mid_profile(device, archs, out: Path) -> tuple:
+    """Run a profile and press Ctrl-C as a terminal does, to nasctl's whole process group (a job
+    of its own here, as a shell makes it), once a row is stored: with `slow_profile`, the next
+    arch is being timed then. Returns the finished run and the rows it kept."""
+    from nasctl.tables import read_table
+
+    cmd = [sys.executable, "-m", "nasctl", "profile", "--device", str(device), "--archs", str(archs), "-o", str(out), "-q"]
+    # SIGINT at its default, as at a terminal (a shell without job control would start it ignored)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        while proc.poll() is None and not (out.exists() and len(read_table(out))):
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the profile ended before a row could be interrupted: {proc.communicate()}"
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)  # a hang guard: it stops within one arch
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # never left running beside the rest of the suite
+        proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), read_table(out)

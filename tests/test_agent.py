@@ -89,6 +89,59 @@ def test_serve_turns_an_unloadable_model_into_an_error_row_and_goes_on(tmp_path)
     assert b["key"] == "b" and b["status"] in ("ok", "disturbed") and b["latency_ms"] > 0  # disturbed: other load here
 
 
+@pytest.fixture
+def conv(tmp_path):
+    import torch
+
+    model = tmp_path / "conv.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 3), (torch.randn(1, 3, 8, 8),), str(model), dynamo=False)
+    return model
+
+
+def serve_argv(protocol: dict) -> list[str]:
+    """The deployed agent (the zipapp), serving a small conv's config."""
+    from nasctl.device.transports.base import agent_app
+
+    cfg = {"runtime": "onnxruntime", "threads": 1, "input_shape": [1, 3, 8, 8],
+           "protocol": {"warmup_runs": 1, "warmup_s": 0, "min_runs": 5, "min_time_s": 0, "max_time_s": 0.2, **protocol}}
+    return [sys.executable, str(agent_app()), "serve", "--config", json.dumps(cfg)]
+
+
+def test_serve_answers_bytes_that_are_not_utf8_with_an_error_row_and_goes_on(conv):
+    """A board's locale may decode strictly: a stray byte is an error row, never the agent's end."""
+    import os
+
+    reqs = b"\xff\xfe\n" + request("b", str(conv)).encode()
+    p = subprocess.run(serve_argv({}), input=reqs, capture_output=True, check=True,
+                       env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"})
+    hello, junk, b = (json.loads(line) for line in p.stdout.splitlines())
+    assert "facts" in hello
+    assert junk["key"] is None and junk["status"] == "error" and "not a UTF-8 request line: b'\\xff\\xfe'" in junk["error"]
+    assert b["key"] == "b" and b["status"] in ("ok", "disturbed") and b["latency_ms"] > 0
+
+
+def test_serve_leaves_ctrl_c_to_the_host(conv):
+    """A terminal's Ctrl-C reaches the agent too where it shares the terminal's process group
+    (nasctl starts its own agents in a session of their own, but a board's shell may forward it):
+    it is for the host, which stops the agent itself. The agent times on and answers."""
+    import signal
+
+    agent_proc = subprocess.Popen(serve_argv({"min_time_s": 1.0, "max_time_s": 2.0, "max_runs": 10**9}),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "facts" in json.loads(agent_proc.stdout.readline())  # its handlers are set before the hello
+        agent_proc.stdin.write(request("a", str(conv)))
+        agent_proc.stdin.flush()
+        agent_proc.send_signal(signal.SIGINT)
+        out, err = agent_proc.communicate(request("b", str(conv)), timeout=300)  # a hang guard
+    finally:
+        agent_proc.kill()
+        agent_proc.wait()
+    a, b = (json.loads(line) for line in out.splitlines())
+    assert agent_proc.returncode == 0 and "KeyboardInterrupt" not in err, (agent_proc.returncode, err)
+    assert (a["key"], b["key"]) == ("a", "b") and a["status"] in ("ok", "disturbed") and a["n_runs"] > 0
+
+
 def test_foreign_load_on_the_free_cores_is_detected_and_retimed(tmp_path):
     import os
 

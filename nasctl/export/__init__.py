@@ -13,7 +13,7 @@ import torch
 from nasctl.errors import NasctlError, UserError
 from nasctl.models import build, input_shape
 from nasctl.space.archfile import read_arch_ref
-from nasctl.tables import atomic_write, to_json
+from nasctl.tables import OutputSet, to_json
 
 FORMATS = ("onnx", "tflite", "trt")
 SUFFIXES = {"onnx": (".onnx",), "tflite": (".tflite",), "trt": (".engine", ".plan", ".trt")}  # so -o never names an input
@@ -90,8 +90,9 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, *, opset: int
             raise NasctlError(f"{fmt} parity check failed: max abs diff {parity:.3g} > {PARITY[fmt]:g}")
         sidecar = {"format": fmt, **_arch_info(arch, shape), **runtime,
                    "parity_max_abs_diff": parity, "parity_tolerance": PARITY[fmt], "source_checkpoint_sha256": ckpt}
-        atomic_write(out, art.read_bytes())
-    atomic_write(sidecar_path(out), to_json(sidecar, indent=2).encode())
+        with OutputSet() as files:
+            files.write(out, art.read_bytes())
+            files.write(sidecar_path(out), to_json(sidecar, indent=2).encode())
     return {"output": str(out), **sidecar}
 
 

@@ -60,7 +60,7 @@ def export_trt_local(model, arch, shape, out: Path, ckpt: str, opset: int) -> di
     """ONNX first, then an engine built on this host's GPU; the sidecar records version and GPU."""
     from nasctl.export import _arch_info, sidecar_path
     from nasctl.export.onnx import export_onnx
-    from nasctl.tables import atomic_write, to_json
+    from nasctl.tables import OutputSet, to_json
 
     try:
         import tensorrt  # noqa: F401
@@ -69,9 +69,10 @@ def export_trt_local(model, arch, shape, out: Path, ckpt: str, opset: int) -> di
     with tempfile.TemporaryDirectory() as tmp:
         onnx = export_onnx(model, shape, Path(tmp) / "model.onnx", opset)
         info = build_engine(onnx, Path(tmp) / "model.engine", list(shape))
-        atomic_write(out, (Path(tmp) / "model.engine").read_bytes())
-    sidecar = {"format": "trt", **_arch_info(arch, shape), **info, "opset": opset, "source_checkpoint_sha256": ckpt}
-    atomic_write(sidecar_path(out), to_json(sidecar, indent=2).encode())
+        sidecar = {"format": "trt", **_arch_info(arch, shape), **info, "opset": opset, "source_checkpoint_sha256": ckpt}
+        with OutputSet() as files:
+            files.write(out, (Path(tmp) / "model.engine").read_bytes())
+            files.write(sidecar_path(out), to_json(sidecar, indent=2).encode())
     return {"output": str(out), **sidecar}
 
 
@@ -82,7 +83,7 @@ def export_trt_on_device(model, arch, shape, out: Path, ckpt: str, opset: int, d
     from nasctl.device.transports import open_transport
     from nasctl.export import _arch_info, sidecar_path
     from nasctl.export.onnx import export_onnx
-    from nasctl.tables import atomic_write, to_json
+    from nasctl.tables import OutputSet, to_json
 
     if device.runtime != "tensorrt":
         raise UserError(f"device {device.name!r} runs {device.runtime}, not TensorRT: no engine to build there")
@@ -98,11 +99,12 @@ def export_trt_on_device(model, arch, shape, out: Path, ckpt: str, opset: int, d
             transport.fetch(info["log"], Path(tmp) / "build.log")
             for f in (remote, info["engine"], info["log"]):
                 transport.unstage(f)
-        atomic_write(out, (Path(tmp) / "model.engine").read_bytes())
-        atomic_write(log_out, (Path(tmp) / "build.log").read_bytes())
-    sidecar = {"format": "trt", **_arch_info(arch, shape), "device": device.name, "built_on": info.get("host"),
-               "tensorrt_version": info.get("tensorrt_version"), "gpu": info.get("gpu"),
-               "compute_capability": info.get("compute_capability"), "precision": device.precision,
-               "build_log": str(log_out), "opset": opset, "source_checkpoint_sha256": ckpt}
-    atomic_write(sidecar_path(out), to_json(sidecar, indent=2).encode())
+        sidecar = {"format": "trt", **_arch_info(arch, shape), "device": device.name, "built_on": info.get("host"),
+                   "tensorrt_version": info.get("tensorrt_version"), "gpu": info.get("gpu"),
+                   "compute_capability": info.get("compute_capability"), "precision": device.precision,
+                   "build_log": str(log_out), "opset": opset, "source_checkpoint_sha256": ckpt}
+        with OutputSet() as files:
+            files.write(out, (Path(tmp) / "model.engine").read_bytes())
+            files.write(log_out, (Path(tmp) / "build.log").read_bytes())
+            files.write(sidecar_path(out), to_json(sidecar, indent=2).encode())
     return {"output": str(out), **sidecar}

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from nasctl import __version__
+from nasctl.errors import OutputError
 from nasctl.models.builder import build, make_block
 from nasctl.models.cells import edge_costs
 from nasctl.models.count import FIELDS, count, count_all
@@ -80,8 +81,8 @@ def cost_table(space: SearchSpace) -> CostTable:
     buf = io.BytesIO()
     np.savez(buf, fixed_macs=table.fixed_macs, fixed_params=table.fixed_params, **{k: getattr(table, k) for k in FIELDS})
     try:
-        atomic_write(cache, buf.getvalue())
-    except OSError:
+        atomic_write(cache, buf.getvalue(), output=False)
+    except OutputError:
         pass  # a read-only home only costs the recount next time
     return table
 

@@ -29,7 +29,7 @@ from nasctl.ofa.shrink import load_supernet
 from nasctl.predict import Predictor
 from nasctl.search.run import Events, Job, Unverified, gap_text, verify_round
 from nasctl.space.sample import sample
-from nasctl.tables import atomic_write, to_json, write_table
+from nasctl.tables import OutputSet, atomic_write, to_json
 
 FILES = ("ofa.json", "ofa.csv")  # besides pareto-<device>.png and one folder per (device, target)
 CLOUD = 2000  # uniformly drawn archs added to each Pareto plot, so it spans the device's whole range
@@ -81,19 +81,20 @@ def deploy(supernet: Path, d: Deploy, out: Path, events: Events | None = None) -
         r = _one(trained, space, g, f, acc, d, band, out, splits, devs.get(g.device), job, events)
         histories.setdefault(g.device, []).append(r.pop("history"))
         results.append(r)
-    for name, p in predictors.items():
-        chosen = [r for r in results if r["device"] == name]
-        cloud = np.concatenate([*histories[name], sample(space, min(CLOUD, int(space.describe()["size"])), d.evolution.seed)])
-        xy = (p.predict_indices(cloud)[0], acc.predict_indices(cloud)[0])
-        atomic_write(out / f"pareto-{name}.png", pareto_png(name, chosen[0]["unit"], xy, [
-            {"target": r["target"], "predicted": r["predicted"] - r["offset"], "top1": r["predicted_top1"], "measured": r.get("measured")} for r in chosen]))
     table = pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in results])
-    write_table(table, out / "ofa.csv")
-    doc = {"supernet": str(supernet), "space": space.source, "params": space.params.__dict__, "accuracy": d.accuracy,
-           "predictors": {k: str(v) for k, v in zip(predictors, d.predictors)}, "band": band,
-           "config": {k: v for k, v in asdict(d).items() if k not in ("accuracy", "predictors")},
-           "results": results, "wall_s": time.perf_counter() - t_all}
-    atomic_write(out / "ofa.json", to_json(doc, indent=2).encode())
+    with OutputSet() as files:
+        for name, p in predictors.items():
+            chosen = [r for r in results if r["device"] == name]
+            cloud = np.concatenate([*histories[name], sample(space, min(CLOUD, int(space.describe()["size"])), d.evolution.seed)])
+            xy = (p.predict_indices(cloud)[0], acc.predict_indices(cloud)[0])
+            files.write(out / f"pareto-{name}.png", pareto_png(name, chosen[0]["unit"], xy, [
+                {"target": r["target"], "predicted": r["predicted"] - r["offset"], "top1": r["predicted_top1"], "measured": r.get("measured")} for r in chosen]))
+        files.write_table(table, out / "ofa.csv")
+        doc = {"supernet": str(supernet), "space": space.source, "params": space.params.__dict__, "accuracy": d.accuracy,
+               "predictors": {k: str(v) for k, v in zip(predictors, d.predictors)}, "band": band,
+               "config": {k: v for k, v in asdict(d).items() if k not in ("accuracy", "predictors")},
+               "results": results, "wall_s": time.perf_counter() - t_all}
+        files.write(out / "ofa.json", to_json(doc, indent=2).encode())
     return doc
 
 

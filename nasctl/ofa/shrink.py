@@ -38,8 +38,8 @@ from nasctl.errors import UserError
 from nasctl.ofa.elastic import PHASES, Elastic, new_supernet
 from nasctl.search.supernet import SuperNet, path_gates
 from nasctl.space.space import SearchSpace
-from nasctl.tables import atomic_write, to_json, write_table
-from nasctl.train.loop import distributed, layout, lr_factor, param_groups, save
+from nasctl.tables import OutputSet, atomic_write, to_json
+from nasctl.train.loop import distributed, layout, lr_factor, param_groups, save, torch_bytes
 
 FILES = ("supernet.json", "checkpoint.pt", "metrics.csv", "supernet.pt")
 
@@ -166,9 +166,10 @@ def train_supernet(space: SearchSpace, data: Data, shrink: Shrink, out: Path, re
                             "no supernet.pt written" + (f"; {ckpt_path} holds epoch {n}" if n else ""))
         rows.append(row)
         if rank == 0:
-            save({"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                   "epoch": n + 1, "metrics": json.dumps(rows)}, ckpt_path)
-            write_table(pd.DataFrame(rows), out / "metrics.csv")
+            with OutputSet() as files:  # the checkpoint and its metrics agree, always
+                files.write(ckpt_path, torch_bytes({"model": net.state_dict(), "optimizer": opt.state_dict(),
+                                                    "rng": torch.get_rng_state(), "epoch": n + 1, "metrics": json.dumps(rows)}))
+                files.write_table(pd.DataFrame(rows), out / "metrics.csv")
     if rank == 0:
         save({"model": net.state_dict(), "definition": space.definition_hash}, out / "supernet.pt")
     if world > 1:

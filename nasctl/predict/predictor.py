@@ -114,10 +114,14 @@ class Predictor:
                 stds.append(uncertainty(self.module, x).cpu().numpy())
         return np.concatenate(means), np.concatenate(stds)
 
-    def save(self, path: str | Path) -> None:
+    def to_bytes(self) -> bytes:
+        """The .pt file's bytes, for an `OutputSet` (a predictor written with its report)."""
         buf = io.BytesIO()
         torch.save({"format": FORMAT, "meta": to_json(self.meta), "state_dict": self.module.state_dict()}, buf)
-        atomic_write(Path(path), buf.getvalue())
+        return buf.getvalue()
+
+    def save(self, path: str | Path) -> None:
+        atomic_write(Path(path), self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:

@@ -30,8 +30,9 @@ def scatter_png(y: np.ndarray, preds: dict[str, np.ndarray], figs: dict[str, dic
 def save_fit(output: Path, pred, report: dict, holdout: tuple[np.ndarray, dict[str, np.ndarray]], title: str) -> dict:
     """Write a fitted predictor (.pt) with the sidecars `nasctl report` reads beside it: the
     held-out report (.json) and the scatter of the chosen model against the least-squares LUT
-    (.png). A predictor fitted through the library is then as visible as one from the CLI."""
-    from nasctl.tables import atomic_write, to_json
+    (.png), as one set: all three or none. A predictor fitted through the library is then as
+    visible as one from the CLI."""
+    from nasctl.tables import OutputSet, to_json
 
     y, preds = holdout
     chosen = report["chosen"]
@@ -39,7 +40,8 @@ def save_fit(output: Path, pred, report: dict, holdout: tuple[np.ndarray, dict[s
     names = {f"nasctl ({chosen})": chosen, {"lut_ls": "least-squares LUT", "lut_cost": "cost-prior LUT, no priors"}[base]: base}
     png = scatter_png(y, {k: preds[v] for k, v in names.items()}, {k: report["test"][v] for k, v in names.items()}, title, report["unit"])
     report = {**report, "output": str(output)}
-    pred.save(output)
-    atomic_write(output.with_suffix(".json"), to_json(report, indent=2).encode())
-    atomic_write(output.with_suffix(".png"), png)
+    with OutputSet() as files:
+        files.write(output, pred.to_bytes())
+        files.write(output.with_suffix(".json"), to_json(report, indent=2).encode())
+        files.write(output.with_suffix(".png"), png)
     return report

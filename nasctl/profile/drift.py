@@ -81,7 +81,7 @@ def base_speed(config_id: str, ref_arch_id: str, first: dict | None = None) -> d
         if path.exists():
             return json.loads(path.read_text())
         if first is not None:
-            atomic_write(path, json.dumps(first).encode())
+            atomic_write(path, json.dumps(first).encode(), output=False)
         return first
 
 

@@ -186,6 +186,11 @@ def survey_devices(check: bool = False, timeout: float = 20.0) -> list[dict]:
     return found
 
 
+class Halted(Exception):
+    """The run is stopping (Ctrl-C): the measurement in flight is dropped, never stored, and a
+    rerun measures that arch (an interrupted measurement is not a failed one)."""
+
+
 @dataclass
 class _Device:
     """One board of the run: its transport, its running agent, its reference timings."""
@@ -195,18 +200,31 @@ class _Device:
     config: dict
     reference: Reference | None = None
     quiet: AbstractContextManager = field(default_factory=nullcontext)  # held while timing (`_quiet`)
+    halted: bool = False
+
+    def halt(self) -> None:
+        """Stop this board's agent now, mid-measurement if need be (called from another thread)."""
+        self.halted = True
+        self.agent.halt()
 
     def measure(self, key: str, model: str) -> dict:
         """One row from the agent; a model that kills the agent is an error row, and the agent is
-        started again (a lost link is not: it goes up to the caller)."""
+        started again (a lost link is not: it goes up to the caller). Once halted, nothing."""
+        if self.halted:
+            raise Halted
         try:
             with self.quiet:
-                return self.agent.measure(key, model)
-        except LinkLost:
-            raise
+                row = self.agent.measure(key, model)
         except AgentDied as e:
+            if self.halted:
+                raise Halted from None
+            if isinstance(e, LinkLost):
+                raise
             self.agent = self.transport.start_agent(self.config)
             return {"status": "error", "error": f"agent died: {e}"}
+        if self.halted:  # answered as it was stopped: the user asked to stop, not for this row
+            raise Halted
+        return row
 
     def time_reference(self, why: str) -> float:
         """Time the reference net now and log it (`nasctl.profile.drift`); returns the seconds spent."""
@@ -323,6 +341,10 @@ def profile_archs(
                 for t in threads[1:]:
                     while t.is_alive():
                         t.join(0.2)
+            except BaseException:  # Ctrl-C: each agent stops now, and what it was timing is not stored
+                for d in devices:
+                    d.halt()
+                raise
             finally:
                 stop.set()
                 for t in threads:

@@ -28,7 +28,7 @@ from nasctl.search.engine import SearchConfig, Searcher
 from nasctl.search.ladarts import LADartsSearcher, check_space
 from nasctl.search.singlepath import SinglePathSearcher
 from nasctl.space.space import Arch, load_space
-from nasctl.tables import atomic_write, to_json, write_table
+from nasctl.tables import OutputSet, to_json
 from nasctl.train.loop import rank
 
 VERIFY_BACKOFF_S = 5.0  # the first pause of a disturbed verify; each next one doubles
@@ -287,10 +287,11 @@ def _write(out: Path, job: Job, cfg: SearchConfig, searcher: Searcher, arch: Arc
     }
     if trace:
         doc["candidates"] = trace
-    atomic_write(out / "arch.json", to_json(doc, indent=2).encode())
     rows = pd.DataFrame(s.rows if cfg.method in METHODS else trace)
-    write_table(rows, out / "search.csv")
-    atomic_write(out / "search.png", search_png(rows, constraints, rounds, cfg.method, job.tolerance))
+    with OutputSet() as files:
+        files.write(out / "arch.json", to_json(doc, indent=2).encode())
+        files.write_table(rows, out / "search.csv")
+        files.write(out / "search.png", search_png(rows, constraints, rounds, cfg.method, job.tolerance))
     return {"output": str(out), "arch": arch.string, "method": cfg.method, "targets": targets,
             "verify": rounds, "verify_status": status["state"], "unverified_reason": status.get("reason"),
             "wall_s": wall_s, "macs": macs, "params": params}

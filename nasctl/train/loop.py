@@ -54,8 +54,13 @@ def layout(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
-def save(obj, path: Path) -> None:
-    """torch.save, atomically: a run killed while writing its checkpoint keeps the last whole one."""
+def torch_bytes(obj) -> bytes:
+    """torch.save into bytes, for an `OutputSet` (a checkpoint written with its metrics)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save(obj, path: Path) -> None:
+    """torch.save, atomically: a run killed while writing its checkpoint keeps the last whole one."""
+    atomic_write(path, torch_bytes(obj))

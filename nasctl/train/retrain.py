@@ -28,8 +28,8 @@ from nasctl.data import Data
 from nasctl.errors import UserError
 from nasctl.models import build
 from nasctl.space.space import Arch
-from nasctl.tables import atomic_write, to_json, write_table
-from nasctl.train.loop import distributed, layout, lr_factor, param_groups, rank, save
+from nasctl.tables import OutputSet, to_json
+from nasctl.train.loop import distributed, layout, lr_factor, param_groups, torch_bytes
 
 RUN_FILES = ("run.json", "checkpoint.pt", "metrics.csv", "model.pt", "arch.json")  # what a run folder receives
 
@@ -67,15 +67,16 @@ class Run:
     out: Path
     resume: bool
     init: dict | None = None  # starting weights (a supernet's inherited subnet); None = a fresh init
+    record: dict | None = None  # run.json of a new run, written with its first checkpoint
 
 
 def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str | None = None, macro: str | None = None,
             train_limit: int | None = None, width_mult: float | None = None,
             init: Callable[[Arch], dict] | None = None, init_from: str | None = None) -> Run:
     """Resolve the arch for the data (classes, resolution; the `cifar` macro for small images)
-    and record the run in out/run.json (rank 0 only). `init(arch)`: starting weights instead of a
-    fresh init (`ofa.score.inherited_init`: a fine-tune), named `init_from` in run.json; it runs
-    before run.json is written, so weights that do not fit leave nothing behind."""
+    and the run's record, which `retrain` writes as out/run.json with the first checkpoint (a
+    run that never checkpointed leaves no folder to resume). `init(arch)`: starting weights
+    instead of a fresh init (`ofa.score.inherited_init`: a fine-tune), named `init_from` there."""
     from nasctl.data import load_data
     from nasctl.space.archfile import read_arch_ref
 
@@ -84,12 +85,10 @@ def new_run(arch_ref: str, data_spec: str, out: Path, recipe: Recipe, space: str
     if macro is None and data.resolution <= 64 and "cifar" in arch.space.macros:
         arch = arch.space.with_params(macro="cifar", resolution=data.resolution, num_classes=data.num_classes).parse(arch.string)  # small images: fewer stride-2 steps
     weights = init(arch) if init is not None else None
-    if rank() == 0:
-        doc = {"arch": arch.string, "space": arch.space.source, "macro": arch.space.params.macro,
-               "width_mult": arch.space.params.width_mult, "data": data_spec, "train_limit": train_limit, "recipe": asdict(recipe),
-               "init_from": init_from}
-        atomic_write(out / "run.json", to_json(doc, indent=2).encode())
-    return Run(arch, data, recipe, out, resume=False, init=weights)
+    doc = {"arch": arch.string, "space": arch.space.source, "macro": arch.space.params.macro,
+           "width_mult": arch.space.params.width_mult, "data": data_spec, "train_limit": train_limit, "recipe": asdict(recipe),
+           "init_from": init_from}
+    return Run(arch, data, recipe, out, resume=False, init=weights, record=doc)
 
 
 def resume_run(out: Path) -> Run:
@@ -151,9 +150,11 @@ def retrain(
     resume: bool = False,
     on_epoch: Callable[[dict], None] = lambda row: None,
     init: dict | None = None,
+    record: dict | None = None,
 ) -> dict:
-    """Train; after each epoch write checkpoint.pt and metrics.csv (rank 0), at the end model.pt.
-    `init`: starting weights instead of a fresh init (a resume takes the checkpoint's)."""
+    """Train; after each epoch write checkpoint.pt and metrics.csv as one set (rank 0; the first
+    set also holds `record` as run.json), at the end model.pt and arch.json as one set. `init`:
+    starting weights instead of a fresh init (a resume takes the checkpoint's)."""
     rank, world, device = distributed()
     ckpt_path = out / "checkpoint.pt"
     torch.manual_seed(recipe.seed)
@@ -230,14 +231,18 @@ def retrain(
                 ck["ema"] = ema.state_dict()
             if device.type == "cuda":
                 ck["cuda_rng"] = torch.cuda.get_rng_state(device)
-            save(ck, ckpt_path)
-            write_table(pd.DataFrame(rows), out / "metrics.csv")
+            with OutputSet() as files:
+                if record is not None and epoch == start:
+                    files.write(out / "run.json", to_json(record, indent=2).encode())
+                files.write(ckpt_path, torch_bytes(ck))
+                files.write_table(pd.DataFrame(rows), out / "metrics.csv")
         on_epoch(row)
 
     final = (ema.module if ema is not None else model).state_dict()
     if rank == 0:
-        save({"model": final, "arch": to_json(arch_doc(arch))}, out / "model.pt")
-        atomic_write(out / "arch.json", to_json({**arch_doc(arch), "recipe": asdict(recipe), "data": data.name}, indent=2).encode())
+        with OutputSet() as files:
+            files.write(out / "model.pt", torch_bytes({"model": final, "arch": to_json(arch_doc(arch))}))
+            files.write(out / "arch.json", to_json({**arch_doc(arch), "recipe": asdict(recipe), "data": data.name}, indent=2).encode())
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -161,7 +161,7 @@ class BenchmarkModelSession(Session):
     warm-up and run limits. No agent runs, so there is no energy sampling: the row says why."""
 
     def __init__(self, transport: AdbTransport, config: dict):
-        self._t, self._config = transport, config
+        self._t, self._config, self._proc = transport, config, None
         prop = {k: transport._shell("getprop", k).strip() for k in ("ro.product.model", "ro.board.platform",
                                                                        "ro.build.version.release", "ro.serialno")}
         self.facts = {"host": prop["ro.serialno"] or transport.t.serial, "runtime": "tflite",
@@ -176,10 +176,18 @@ class BenchmarkModelSession(Session):
                 f"--warmup_runs={int(p['warmup_runs'])}", f"--warmup_min_secs={float(p['warmup_s'])}",
                 f"--num_runs={int(p['min_runs'])}", f"--min_secs={float(p['min_time_s'])}",
                 f"--max_secs={float(p['max_time_s'])}"]
-        out = subprocess.run(self._t._argv("shell", shlex.join(argv)), capture_output=True, text=True)
+        # Its own session, as the agent's (ChildAgent): the terminal's Ctrl-C is for nasctl.
+        self._proc = subprocess.Popen(self._t._argv("shell", shlex.join(argv)), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        said, _ = self._proc.communicate()
         try:
-            figures = parse_benchmark_model(out.stdout + out.stderr)
+            figures = parse_benchmark_model(said)
         except ValueError as e:
             return {KEY: key, "status": "error", "error": str(e)}
         return {KEY: key, "status": "ok", "provider": "benchmark_model", **figures, "energy_mj": None,
                 "power_w_mean": None, "energy_source": "none", "energy_note": self.facts["energy_note"]}
+
+    def halt(self) -> None:
+        """Kill the `adb shell` in flight: adbd then ends benchmark_model on the phone."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()

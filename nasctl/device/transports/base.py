@@ -46,7 +46,7 @@ def agent_app() -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nasctl"
     path = root / f"agent-{hashlib.sha256(data).hexdigest()[:12]}.pyz"
     if not path.exists():  # named by its content, and written whole (atomic_write)
-        atomic_write(path, data)
+        atomic_write(path, data, output=False)
     return path
 
 
@@ -73,12 +73,18 @@ class Session(ABC):
         """Time one staged model; a row carrying `key` (status error, not an exception, when
         the model fails: only a dead agent or a lost link raises)."""
 
+    @abstractmethod
+    def halt(self) -> None:
+        """Stop now, from another thread, even mid-measurement (the user pressed Ctrl-C): a
+        `measure` in flight ends soon, with AgentDied or a row the caller must not keep."""
+
 
 class AgentSession(Session):
     """The host end of a running agent: request lines out, JSON rows back."""
 
-    def __init__(self, stdin, stdout, describe_exit, on_note=lambda text: None):
-        self._in, self._out, self._describe_exit, self._on_note = stdin, stdout, describe_exit, on_note
+    def __init__(self, stdin, stdout, describe_exit, on_note=lambda text: None, kill=lambda: None):
+        self._in, self._out, self._describe_exit, self._on_note, self._kill = stdin, stdout, describe_exit, on_note, kill
+        self.halted = False
         hello = self._read()
         if P.FATAL in hello:
             if hello.get(P.KIND) == "config":
@@ -98,7 +104,7 @@ class AgentSession(Session):
             except TimeoutError as e:
                 raise LinkLost(f"no word from the agent for too long ({e or 'read timed out'})") from None
             if not line:
-                raise AgentDied(self._describe_exit())
+                raise AgentDied("stopped by the host" if self.halted else self._describe_exit())
             if line.startswith("{"):
                 try:
                     doc = json.loads(line)
@@ -120,11 +126,18 @@ class AgentSession(Session):
             raise AgentDied(f"agent answered for {row.get(P.KEY)!r}, expected {key!r}")
         return row
 
+    def halt(self) -> None:
+        """`kill` ends the agent's process or its link now: closing its input would only stop it
+        once the model in flight is timed."""
+        self.halted = True
+        self._kill()
+
 
 class ChildAgent:
     """An agent in a child process of this host, the local transport's (python) and adb's
     (`adb shell`): started with pipes, stopped by closing its stdin (adb's shell v2 forwards the
-    EOF), its stderr kept to say why it died."""
+    EOF), its stderr kept to say why it died. It runs in a session of its own, out of reach of
+    the terminal's Ctrl-C, which is for nasctl: nasctl then stops it (`Session.halt`)."""
 
     def __init__(self, where: str):
         self.where, self.proc = where, None
@@ -136,10 +149,10 @@ class ChildAgent:
         self._stderr.truncate()
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                         text=True, bufsize=1)
+                                         text=True, bufsize=1, start_new_session=True)
         except OSError as e:
             raise DeviceUnreachable(f"cannot start the agent on {self.where}: {e}") from None
-        return AgentSession(self.proc.stdin, self.proc.stdout, self._describe_exit, on_note)
+        return AgentSession(self.proc.stdin, self.proc.stdout, self._describe_exit, on_note, self.proc.terminate)
 
     def _describe_exit(self) -> str:
         code = self.proc.wait(timeout=30) if self.proc else None

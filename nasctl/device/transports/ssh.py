@@ -271,6 +271,12 @@ class SshTransport(Transport):
         threading.Thread(target=self._drain, args=(err, self._stderr), daemon=True).start()
         return chan.makefile_stdin("w"), chan.makefile("r")
 
+    def kill_agent(self) -> None:
+        """Close the agent's channel: sshd then closes its pipes, and its next heartbeat, within
+        heartbeat_s, fails and ends it (agent.heartbeat)."""
+        if self._chan is not None:
+            self._chan.close()
+
     @staticmethod
     def _drain(stream, sink: list[str]) -> None:
         try:
@@ -295,7 +301,7 @@ class SshTransport(Transport):
         if self._client is None:
             return
         try:
-            if self._chan is not None:
+            if self._chan is not None and not self._chan.closed:
                 self._chan.shutdown_write()  # EOF on the agent's stdin: it stops and frees the lock
                 self._chan.status_event.wait(5)
             self._sftp.chdir(self._models)
@@ -313,7 +319,7 @@ class SshSession(AgentSession):
     def __init__(self, transport: SshTransport, config: dict, on_note):
         self._t, self._config = transport, config
         self._generation = transport.reconnects  # which connection this agent's streams belong to
-        super().__init__(*transport.open_agent(config), transport.describe_exit, on_note)
+        super().__init__(*transport.open_agent(config), transport.describe_exit, on_note, transport.kill_agent)
 
     def _restart(self, why: Exception) -> None:
         host = self.facts.get("host")
@@ -321,7 +327,7 @@ class SshSession(AgentSession):
             self._generation = self._t.reconnect(f"link to {self._t.t.where} lost ({why})", self._generation)
             try:
                 self._t.restage()
-                AgentSession.__init__(self, *self._t.open_agent(self._config), self._t.describe_exit, self._on_note)
+                AgentSession.__init__(self, *self._t.open_agent(self._config), self._t.describe_exit, self._on_note, self._t.kill_agent)
             except (LinkLost, OSError, EOFError, paramiko.SSHException) as e:
                 why = e
                 continue
@@ -335,4 +341,6 @@ class SshSession(AgentSession):
             try:
                 return super().measure(key, model)
             except LinkLost as e:
+                if self.halted:
+                    raise
                 self._restart(e)
