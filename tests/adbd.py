@@ -10,7 +10,9 @@ test puts stand-ins for phone commands such as getprop).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -152,8 +154,10 @@ class Connection:
                         proc.stdin.close()
                 except (BrokenPipeError, ValueError):
                     pass
-            if proc.poll() is None:  # the host closed the stream: the command goes with it
-                proc.kill()
+            if proc.poll() is None:  # the host closed the stream: as adbd ("protocol FD died"), SIGHUP
+                proc.send_signal(signal.SIGHUP)  # (sh -c execs a lone command: this reaches it)
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()  # and its input closed, should it ignore SIGHUP
 
         threading.Thread(target=feed, daemon=True).start()
         code = proc.wait()
@@ -181,9 +185,9 @@ class Connection:
                 with open(path, "wb") as f:
                     while (h := s.read(8)) is not None:
                         k, m = h[:4], struct.unpack("<I", h[4:])[0]
-                        if k == b"DONE":
+                        if k == b"DONE" or (data := s.read(m)) is None:  # done, or the client went away
                             break
-                        f.write(s.read(m))
+                        f.write(data)
                 os.chmod(path, int(mode) & 0o777)
                 s.send(b"OKAY" + struct.pack("<I", 0))
             elif ident == b"RECV":

@@ -1,4 +1,5 @@
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -118,12 +119,17 @@ def slow_profile(src, dst: Path) -> Path:
     return dst
 
 
-def ctrl_c_mid_profile(device, archs, out: Path) -> tuple:
-    """Run a profile and press Ctrl-C as a terminal does, to nasctl's whole process group (a job
-    of its own here, as a shell makes it), once a row is stored: with `slow_profile`, the next
-    arch is being timed then. Returns the finished run and the rows it kept."""
+def ctrl_c_mid_profile(device, tmp_path: Path) -> None:
+    """Profile 3 archs on `device` (slowed down by `slow_profile`) and press Ctrl-C as a terminal
+    does, to nasctl's whole process group (a job of its own here, as a shell makes it), half a
+    second after the first row is stored: the next arch is being timed then, its upload (which
+    a Ctrl-C would end too) long done. One line, exit 130, and only real rows kept; a rerun
+    measures the rest, the interrupted arch included, with no error row."""
     from nasctl.tables import read_table
 
+    archs, out = tmp_path / "three.parquet", tmp_path / "rows.parquet"
+    nasctl("sample", "--n", 3, "--seed", 5, "--resolution", 32, "-o", archs, check=0)
+    device = slow_profile(device, tmp_path / "slow.toml")
     cmd = [sys.executable, "-m", "nasctl", "profile", "--device", str(device), "--archs", str(archs), "-o", str(out), "-q"]
     # SIGINT at its default, as at a terminal (a shell without job control would start it ignored)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -131,11 +137,18 @@ def ctrl_c_mid_profile(device, archs, out: Path) -> tuple:
     try:
         while proc.poll() is None and not (out.exists() and len(read_table(out))):
             time.sleep(0.05)
+        time.sleep(0.5)
         assert proc.poll() is None, f"the profile ended before a row could be interrupted: {proc.communicate()}"
         os.killpg(proc.pid, signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=300)  # a hang guard: it stops within one arch
+        _, stderr = proc.communicate(timeout=300)  # a hang guard: it stops within one arch
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # never left running beside the rest of the suite
         proc.wait()
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), read_table(out)
+    assert proc.returncode == 130 and stderr.strip().splitlines()[-1] == "nasctl: interrupted" and "Traceback" not in stderr, stderr
+    kept = read_table(out)
+    assert 1 <= len(kept) < 3 and (kept["status"] == "ok").all(), kept[["arch_id", "status"]]
+    s = json.loads(nasctl("profile", "--device", device, "--archs", archs, "-o", out, "--json", check=0).stdout)
+    df = read_table(out)
+    assert len(df) == 3 and df["arch_id"].is_unique and (df["status"] == "ok").all()
+    assert (s["skipped"], s["measured"], s["errors"]) == (len(kept), 3 - len(kept), 0)

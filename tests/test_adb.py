@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from adbd import Adbd
-from conftest import nasctl
+from conftest import ctrl_c_mid_profile, nasctl
 from devicehost import DEVICE_PYTHON
 from test_profile import SCHEMA
 
@@ -81,6 +81,10 @@ def test_rows_arrive_through_adb_with_the_local_schema_and_resume(phone, archs, 
     assert not list((phone.home / "nasctl").glob("models-*"))  # staged models cleaned up
     again = json.loads(nasctl("profile", "--device", dev, "--archs", archs, "-o", out, "--json", check=0).stdout)
     assert (again["measured"], again["skipped"]) == (0, 5)
+
+
+def test_ctrl_c_mid_profile_stores_nothing_for_the_arch_in_flight(phone, tmp_path):
+    ctrl_c_mid_profile(profile_for(phone, tmp_path / "phone.toml"), tmp_path)
 
 
 def test_serial_on_the_command_line_and_check(phone, tmp_path):

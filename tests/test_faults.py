@@ -1,7 +1,6 @@
 """Faults a user meets: a full disk and a Ctrl-C. Each ends in one line, the right exit code and a
 store that tells the truth (the agent's side, stray bytes and Ctrl-C, is in test_agent.py)."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import DATA, ctrl_c_mid_profile, nasctl, slow_profile
+from conftest import DATA, ctrl_c_mid_profile, nasctl
 from nasctl.tables import read_table
 
 TINY_ARCH = "k3_e3-k3_e3-k3_e3-k3_e3"  # a checkpoint of 257 kB, a model.pt of 137 kB
@@ -118,13 +117,4 @@ def test_fit_predictor_on_a_full_disk_writes_its_three_files_or_none(disk):
 
 
 def test_ctrl_c_mid_profile_stores_nothing_for_the_arch_in_flight_and_a_rerun_measures_it(tmp_path, fast_device):
-    archs, out = tmp_path / "archs.parquet", tmp_path / "rows.parquet"
-    nasctl("sample", "--n", 3, "--seed", 4, "--resolution", 32, "-o", archs, check=0)
-    device = slow_profile(fast_device, tmp_path / "slow.toml")
-    p, kept = ctrl_c_mid_profile(device, archs, out)
-    assert p.returncode == 130 and p.stderr.strip().splitlines()[-1] == "nasctl: interrupted" and "Traceback" not in p.stderr, p.stderr
-    assert 1 <= len(kept) < 3 and (kept["status"] == "ok").all(), kept[["arch_id", "status"]]
-    s = json.loads(nasctl("profile", "--device", device, "--archs", archs, "-o", out, "--json", check=0).stdout)
-    df = read_table(out)
-    assert len(df) == 3 and df["arch_id"].is_unique and (df["status"] == "ok").all()
-    assert (s["skipped"], s["measured"], s["errors"]) == (len(kept), 3 - len(kept), 0)
+    ctrl_c_mid_profile(fast_device, tmp_path)

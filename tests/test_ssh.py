@@ -6,7 +6,7 @@ import threading
 import pandas as pd
 import pytest
 
-from conftest import nasctl
+from conftest import ctrl_c_mid_profile, nasctl
 from devicehost import DEVICE_PYTHON, DeviceHost, unavailable
 from nasctl.device import load_device
 from nasctl.profile import Store, profile_archs
@@ -94,6 +94,10 @@ def test_a_cut_link_mid_stream_loses_and_duplicates_nothing(host, board, archs, 
     assert s.reconnects >= 1 and any("reconnecting" in n for n in notes)
     assert len(rows) == len(df) == 8 and df["arch_id"].is_unique and (df["status"] == "ok").all()
     assert set(df["arch_id"]) == {a.id for a in arch_list}
+
+
+def test_ctrl_c_mid_stream_stores_nothing_for_the_arch_in_flight(board, tmp_path):
+    ctrl_c_mid_profile(board, tmp_path)
 
 
 def test_check_reports_the_device_and_measures_nothing(board):
