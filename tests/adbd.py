@@ -136,7 +136,10 @@ class Connection:
 
         def pump(pipe, ident):
             for chunk in iter(lambda: os.read(pipe.fileno(), 65536), b""):
+                if s.closed:  # as adbd, which closes its ends: the command's next write fails (SIGPIPE)
+                    break
                 s.send(bytes([ident]) + struct.pack("<I", len(chunk)) + chunk)
+            pipe.close()
 
         pumps = [threading.Thread(target=pump, args=(p, i), daemon=True) for p, i in ((proc.stdout, STDOUT), (proc.stderr, STDERR))]
         for t in pumps:

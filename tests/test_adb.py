@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -165,17 +167,24 @@ def test_benchmark_model_output_is_parsed():
         parse_benchmark_model("ERROR: Could not open 'x.tflite'.\nAborted")
 
 
+def stand_in_benchmark_model(phone: Adbd, body: str) -> Path:
+    """A phone with no Python: getprop and a benchmark_model stand-in (a shell script) in its bin/."""
+    bin_ = phone.home / "bin"
+    bin_.mkdir(exist_ok=True)
+    (bin_ / "getprop").write_text('#!/bin/sh\ncase "$1" in ro.product.model) echo Pixel 7;; '
+                                  'ro.board.platform) echo gs201;; ro.build.version.release) echo 14;; esac\n')
+    (bin_ / "benchmark_model").write_text(f"#!/bin/sh\n{body}")
+    for f in ("getprop", "benchmark_model"):
+        (bin_ / f).chmod(0o755)
+    return bin_
+
+
 @pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None, reason="the [tflite] extra is not installed")
 def test_a_phone_without_python_is_timed_with_benchmark_model(phone, archs, tmp_path):
     """A benchmark_model stand-in on the phone prints the documented output; its flags come
     from the profile's protocol."""
     bin_ = phone.home / "bin"
-    bin_.mkdir(exist_ok=True)
-    (bin_ / "getprop").write_text('#!/bin/sh\ncase "$1" in ro.product.model) echo Pixel 7;; '
-                                  'ro.board.platform) echo gs201;; ro.build.version.release) echo 14;; esac\n')
-    (bin_ / "benchmark_model").write_text(f"#!/bin/sh\necho \"$@\" >> {bin_}/bm.calls\ncat <<'EOF'\n{BENCHMARK_MODEL_OUT}EOF\n")
-    for f in ("getprop", "benchmark_model"):
-        (bin_ / f).chmod(0o755)
+    stand_in_benchmark_model(phone, f"echo \"$@\" >> {bin_}/bm.calls\ncat <<'EOF'\n{BENCHMARK_MODEL_OUT}EOF\n")
     dev = profile_for(phone, tmp_path / "bm.toml", runtime="tflite", benchmark_model=str(bin_ / "benchmark_model"))
     out = tmp_path / "bm.parquet"
     s = json.loads(nasctl("profile", "--device", dev, "--archs", archs, "-o", out, "--json", check=0).stdout)
@@ -184,3 +193,33 @@ def test_a_phone_without_python_is_timed_with_benchmark_model(phone, archs, tmp_
     assert (df["cpu_model"] == "Pixel 7 (gs201)").all() and df["energy_mj"].isna().all()
     calls = (bin_ / "bm.calls").read_text().splitlines()
     assert len(calls) == 5 and all("--num_threads=1" in c and "--num_runs=20" in c and ".tflite" in c for c in calls)
+
+
+def test_a_benchmark_model_run_is_halted_mid_measurement(phone, tmp_path):
+    """Ctrl-C while benchmark_model times a model: halt ends its `adb shell`; adbd then closes
+    its pipes, so on the phone it dies at its next line of output (this stand-in prints one
+    every 0.1 s, and would for 10 minutes)."""
+    from nasctl.device import load_device
+    from nasctl.device.transports import open_transport
+
+    started = tmp_path / "started"
+    bin_ = stand_in_benchmark_model(phone, f"echo $$ > {started}.part && mv {started}.part {started}\n"
+                                    "for i in $(seq 6000); do echo running; sleep 0.1; done\n")
+    dev = load_device(profile_for(phone, tmp_path / "bm.toml", runtime="tflite", benchmark_model=str(bin_ / "benchmark_model")))
+    rows = []
+    with open_transport(dev) as transport:
+        session = transport.start_agent(dev.agent_config(32))
+        assert session.facts["cpu_model"] == "Pixel 7 (gs201)"
+        timing = threading.Thread(target=lambda: rows.append(session.measure("k", "/data/local/tmp/m.tflite")))
+        timing.start()
+        while not started.exists() and timing.is_alive():
+            time.sleep(0.05)
+        session.halt()
+        timing.join(300)  # a hang guard: the stand-in runs for 600 s
+        assert not timing.is_alive() and rows[0]["status"] == "error"  # what the caller drops, once halted
+        on_phone = Path(f"/proc/{started.read_text().strip()}")
+        guard = time.monotonic() + 300  # adbd's SIGHUP follows the closed stream: wait for it, not a set time
+        while on_phone.exists() and time.monotonic() < guard:
+            time.sleep(0.05)
+    assert not on_phone.exists(), "benchmark_model left running on the phone"
+    assert rows[0]["error"].startswith("benchmark_model printed no timings")
