@@ -85,7 +85,8 @@ def make_block(space: SearchSpace, cin: int, cout: int, stride: int, op: str) ->
     if parse_op(op).is_skip:
         if stride == 1 and cin == cout:
             return nn.Identity()
-        return conv_bn(space, cin, cout, 1, stride)  # FBNet's skip where the shape changes
+        # where the shape changes: FBNet's 1x1 conv + BN + ReLU, or NAS-Bench-Macro's without the ReLU
+        return conv_bn(space, cin, cout, 1, stride, act=space.skip_on_reshape != "conv1x1_bn")
     return MBConv(space, cin, cout, stride, op)
 
 

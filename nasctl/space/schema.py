@@ -79,7 +79,7 @@ class _Space(_Strict):
 
 class LayerSpace(_Space):
     kind: Literal["layers"] = "layers"
-    skip_on_reshape: Literal["forbid", "conv1x1"] = "forbid"
+    skip_on_reshape: Literal["forbid", "conv1x1", "conv1x1_bn"] = "forbid"
     activation: Literal["relu", "relu6"] = "relu6"
     expand_e1: bool = False
     macro: Annotated[dict[Name, LayerMacro], Field(min_length=1)]

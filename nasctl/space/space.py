@@ -336,8 +336,8 @@ def _params(doc: dict, resolution: int, num_classes: int) -> Params:
 
 def _validated(space: SearchSpace) -> SearchSpace:
     where = check_params(space)
-    if space.skip_on_reshape not in ("forbid", "conv1x1"):
-        raise UserError(f"{where}: skip_on_reshape must be 'forbid' or 'conv1x1'")
+    if space.skip_on_reshape not in ("forbid", "conv1x1", "conv1x1_bn"):
+        raise UserError(f"{where}: skip_on_reshape must be 'forbid', 'conv1x1' or 'conv1x1_bn'")
     if space.activation not in ("relu", "relu6"):
         raise UserError(f"{where}: activation must be 'relu' or 'relu6'")
     if len(set(space.ops)) != len(space.ops) or not space.ops:
