@@ -200,7 +200,7 @@ def info(
     out = Console(soft_wrap=True)  # the arch string stays one line, to copy and paste
     out.print(t)
     p = d["space_params"]
-    out.print(f"{d['arch']}\n{d['space']} ({p['macro']}, {p['resolution']}x{p['resolution']}, width {p['width_mult']:g}, "
+    out.print(f"{d['arch']}" + (f" (key {d['key']})" if "key" in d else "") + f"\n{d['space']} ({p['macro']}, {p['resolution']}x{p['resolution']}, width {p['width_mult']:g}, "
               f"{p['num_classes']} classes): {d['params']:,} params, {d['macs']:,} MACs")
     if "published" in d:
         pub = d["published"]

@@ -115,7 +115,8 @@ def arch_info(arch: Arch) -> dict:
     macs, params = arch_cost(arch)
     layers = [{"layer": i, "op": op, "macs": int(t.macs[i, k]), "params": int(t.params[i, k])}
               for i, (op, k) in enumerate(zip(arch.ops, arch.indices))]
-    return {"arch": arch.string, "arch_id": arch.id, "space": arch.space.source or arch.space.name,
+    key = {"key": arch.space.key(arch)} if arch.space.key(arch) is not None else {}
+    return {"arch": arch.string, **key, "arch_id": arch.id, "space": arch.space.source or arch.space.name,
             "space_params": arch.space.params.__dict__, "macs": macs, "params": params,
             "fixed": {"macs": t.fixed_macs, "params": t.fixed_params}, "layers": layers}
 
@@ -131,9 +132,12 @@ def archs_frame(space: SearchSpace, idx: np.ndarray) -> pd.DataFrame:
     macs, params = cost_table(space).of(idx)
     archs = [space.from_indices(row) for row in idx]
     p = space.params
+    keys = [space.key(a) for a in archs]
+    keys = {"key": keys} if any(k is not None for k in keys) else {}  # a tabular benchmark's key, beside the string
     return pd.DataFrame({
         "arch_id": [a.id for a in archs],
         "arch": [a.string for a in archs],
+        **keys,
         "space": space.source,
         "macro": p.macro,
         "resolution": p.resolution,

@@ -141,6 +141,10 @@ class CellSpace:
                     ops[c * len(EDGES) + EDGES.index((node, int(inp)))] = op
         return Arch(self, tuple(ops))
 
+    def key(self, arch: Arch) -> None:
+        """No tabular benchmark's key form here (NAS-Bench-201's strings are the canonical ones)."""
+        return None
+
     def from_indices(self, idx):
         ops = tuple(self.ops[int(i)] for i in idx)
         for c in range(2):

@@ -82,6 +82,7 @@ class LayerSpace(_Space):
     skip_on_reshape: Literal["forbid", "conv1x1", "conv1x1_bn"] = "forbid"
     activation: Literal["relu", "relu6"] = "relu6"
     expand_e1: bool = False
+    keys: Literal["none", "digits"] = "none"
     macro: Annotated[dict[Name, LayerMacro], Field(min_length=1)]
 
 

@@ -102,6 +102,7 @@ class SearchSpace:
     macros: dict = field(hash=False)  # compared: cost tables are cached per equal space
     params: Params = None
     source: str = ""
+    keys: str = "none"  # "digits": a tabular benchmark's key, one op index per layer ("02012100")
 
     # ---- derived structure -------------------------------------------------------------
     @functools.cached_property
@@ -194,8 +195,10 @@ class SearchSpace:
 
     # ---- architectures -----------------------------------------------------------------
     def parse(self, text: str) -> Arch:
-        """Decode a canonical arch string; errors name the layer and the bad token."""
-        tokens = str(text).strip().split("-")
+        """Decode a canonical arch string (or the benchmark's key, in a space with digit keys);
+        errors name the layer and the bad token."""
+        text = str(text).strip()
+        tokens = self._key_ops(text) if self.keys == "digits" and text.isdigit() else text.split("-")
         if len(tokens) != self.num_layers:
             raise UserError(
                 f"arch has {len(tokens)} layers, space {self.name!r} has {self.num_layers}: {shown(text)}"
@@ -213,6 +216,19 @@ class SearchSpace:
                     "skip cannot change the shape in this space)"
                 )
         return Arch(self, tuple(tokens))
+
+    def _key_ops(self, key: str) -> list[str]:
+        if len(key) != self.num_layers:
+            raise UserError(f"key {shown(key)} has {len(key)} digits, space {self.name!r} has {self.num_layers} layers")
+        for i, d in enumerate(key):
+            if int(d) >= len(self.ops):
+                raise UserError(f"layer {i}: digit {d} of key {key} names no op in space {self.name!r} "
+                                f"({', '.join(f'{k} {o}' for k, o in enumerate(self.ops))})")
+        return [self.ops[int(d)] for d in key]
+
+    def key(self, arch: Arch) -> str | None:
+        """The arch as its benchmark writes it (digit keys), else None."""
+        return "".join(map(str, arch.indices)) if self.keys == "digits" else None
 
     def from_indices(self, idx) -> Arch:
         return Arch(self, tuple(self.ops[int(i)] for i in idx))
@@ -313,6 +329,7 @@ def _from_doc(doc: dict, source: str) -> SearchSpace | CellSpace:
             macros=doc["macro"],
             params=_params(doc, 224, 1000),
             source=source,
+            keys=doc.get("keys", "none"),
         )
     except KeyError as e:
         raise UserError(f"{where}: missing key {e.args[0]!r}") from None
