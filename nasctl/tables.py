@@ -99,8 +99,9 @@ class OutputSet:
         path = Path(path)
         tmp = None
         try:
-            self._made += reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()])
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.is_dir():  # made here, so removed again if the set fails
+                self._made += reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()])
+                path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "wb") as f:
                 os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # mkstemp makes 0600; a user expects their umask

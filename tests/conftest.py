@@ -107,6 +107,12 @@ def nasctl(*args, check=None, **kw) -> subprocess.CompletedProcess:
     return p
 
 
+def small_archs(path: Path, n: int, seed: int = 0) -> Path:
+    """`n` proxyless archs at 32x32 (nets timed in a millisecond or less), written to `path`."""
+    nasctl("sample", "--n", n, "--seed", seed, "--resolution", 32, "-o", path, check=0)
+    return path
+
+
 def slow_profile(src, dst: Path) -> Path:
     """A copy of a device profile in which every arch takes 3 s or more to time, so that a
     signal sent as a row lands finds the next arch in flight (and no reference net is timed:
@@ -127,8 +133,7 @@ def ctrl_c_mid_profile(device, tmp_path: Path) -> None:
     measures the rest, the interrupted arch included, with no error row."""
     from nasctl.tables import read_table
 
-    archs, out = tmp_path / "three.parquet", tmp_path / "rows.parquet"
-    nasctl("sample", "--n", 3, "--seed", 5, "--resolution", 32, "-o", archs, check=0)
+    archs, out = small_archs(tmp_path / "three.parquet", 3, seed=5), tmp_path / "rows.parquet"
     device = slow_profile(device, tmp_path / "slow.toml")
     cmd = [sys.executable, "-m", "nasctl", "profile", "--device", str(device), "--archs", str(archs), "-o", str(out), "-q"]
     # SIGINT at its default, as at a terminal (a shell without job control would start it ignored)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from adbd import Adbd
-from conftest import ctrl_c_mid_profile, nasctl
+from conftest import ctrl_c_mid_profile, nasctl, small_archs
 from devicehost import DEVICE_PYTHON
 from test_profile import SCHEMA
 
@@ -67,9 +67,7 @@ max_other_busy = 1.0
 
 @pytest.fixture
 def archs(tmp_path):
-    f = tmp_path / "archs.parquet"
-    nasctl("sample", "--n", 5, "--seed", 2, "--resolution", 32, "-o", f, check=0)
-    return f
+    return small_archs(tmp_path / "archs.parquet", 5, seed=2)
 
 
 def test_rows_arrive_through_adb_with_the_local_schema_and_resume(phone, archs, tmp_path):

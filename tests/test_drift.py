@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import DATA, nasctl
+from conftest import DATA, nasctl, small_archs
 from nasctl.device import load_device
 from nasctl.models.cost import cost_table
 from nasctl.predict import Predictor
@@ -114,7 +114,7 @@ def test_default_reference_is_a_fixed_mid_cost_arch_and_a_bad_one_is_refused(tmp
     (tmp_path / "bad").mkdir()
     bad = _device(tmp_path / "bad", 'reference = "k3_e3"\n')
     arch_file = tmp_path / "a.parquet"
-    nasctl("sample", "--n", 2, "--resolution", 32, "-o", arch_file, check=0)
+    small_archs(arch_file, 2)
     p = nasctl("profile", "--device", bad, "--archs", arch_file, "-o", tmp_path / "x.parquet", check=2)
     assert "[protocol] reference" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.parquet").exists()

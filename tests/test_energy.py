@@ -170,11 +170,11 @@ def _power_profile(tmp_path, fast_device, set_if_allowed: bool):
 
 def test_maxn_required_and_not_set_is_refused(tmp_path, fast_device):
     """The profile demands MAXN, the board is in 15 W and the agent may not change it."""
-    from conftest import nasctl
+    from conftest import nasctl, small_archs
 
     bin_ = _jetson_tools(tmp_path, "MODE_15W")
     archs, out = tmp_path / "a.parquet", tmp_path / "lat.parquet"
-    nasctl("sample", "--n", 2, "--resolution", 32, "-o", archs, check=0)
+    small_archs(archs, 2)
     env = {**os.environ, "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}"}
     p = nasctl("profile", "--device", _power_profile(tmp_path, fast_device, False), "--archs", archs, "-o", out, env=env, check=2)
     assert "power mode MODE_15W, the profile requires MAXN" in p.stderr and not out.exists()
@@ -183,11 +183,11 @@ def test_maxn_required_and_not_set_is_refused(tmp_path, fast_device):
 def test_maxn_set_when_allowed_and_recorded_on_every_row(tmp_path, fast_device):
     import pandas as pd
 
-    from conftest import nasctl
+    from conftest import nasctl, small_archs
 
     bin_ = _jetson_tools(tmp_path, "MODE_15W")
     archs, out = tmp_path / "a.parquet", tmp_path / "lat.parquet"
-    nasctl("sample", "--n", 2, "--resolution", 32, "-o", archs, check=0)
+    small_archs(archs, 2)
     env = {**os.environ, "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}"}
     nasctl("profile", "--device", _power_profile(tmp_path, fast_device, True), "--archs", archs, "-o", out, env=env, check=0)
     df = pd.read_parquet(out)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import DATA, ctrl_c_mid_profile, nasctl
+from conftest import DATA, ctrl_c_mid_profile, nasctl, small_archs
 from nasctl.tables import read_table
 
 TINY_ARCH = "k3_e3-k3_e3-k3_e3-k3_e3"  # a checkpoint of 257 kB, a model.pt of 137 kB
@@ -57,9 +57,7 @@ def one_line_full(p: subprocess.CompletedProcess, disk: Disk, path: Path) -> str
 
 @pytest.fixture
 def archs(tmp_path):
-    f = tmp_path / "archs.parquet"
-    nasctl("sample", "--n", 6, "--seed", 4, "--resolution", 32, "-o", f, check=0)
-    return f
+    return small_archs(tmp_path / "archs.parquet", 6, seed=4)
 
 
 def test_profile_on_a_full_disk_keeps_the_rows_written_and_a_rerun_adds_the_rest(disk, archs, fast_device):

@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import nasctl
+from conftest import nasctl, small_archs
 from nasctl.tables import read_table
 
 SCHEMA = {
@@ -25,9 +25,7 @@ SCHEMA = {
 
 @pytest.fixture
 def archs(tmp_path):
-    f = tmp_path / "archs.parquet"
-    nasctl("sample", "--n", 6, "--seed", 0, "--resolution", 32, "-o", f, check=0)
-    return f
+    return small_archs(tmp_path / "archs.parquet", 6)
 
 
 @pytest.mark.parametrize("ext", ["parquet", "csv"])
@@ -165,7 +163,7 @@ def test_bad_arch_files(tmp_path, fast_device):
 
 def test_kill_9_loses_at_most_the_arch_in_flight(tmp_path, fast_device):
     archs, out = tmp_path / "archs.parquet", tmp_path / "lat.parquet"
-    nasctl("sample", "--n", 24, "--seed", 7, "--resolution", 32, "-o", archs, check=0)
+    small_archs(archs, 24, seed=7)
     cmd = [sys.executable, "-m", "nasctl", "profile", "--device", fast_device, "--archs", str(archs), "-o", str(out), "-q"]
     proc = subprocess.Popen(cmd, start_new_session=True)
     seen = 0

@@ -6,7 +6,7 @@ import threading
 import pandas as pd
 import pytest
 
-from conftest import ctrl_c_mid_profile, nasctl
+from conftest import ctrl_c_mid_profile, nasctl, small_archs
 from devicehost import DEVICE_PYTHON, DeviceHost, unavailable
 from nasctl.device import load_device
 from nasctl.profile import Store, profile_archs
@@ -33,9 +33,7 @@ def board(host, tmp_path):
 
 @pytest.fixture
 def archs(tmp_path):
-    f = tmp_path / "archs.parquet"
-    nasctl("sample", "--n", 8, "--seed", 1, "--resolution", 32, "-o", f, check=0)
-    return f
+    return small_archs(tmp_path / "archs.parquet", 8, seed=1)
 
 
 def test_rows_arrive_with_the_local_schema_and_energy_is_rail_power_times_time(host, board, archs, tmp_path):
@@ -221,7 +219,7 @@ def test_a_throttled_board_is_marked_and_measured_again_once_cool(host, board, t
     """The board's /sys/class/thermal and cpufreq are the test's tmpfs: a clock capped at 55% marks
     each row throttled (exit 1, never fitted); cool again, --retry-errors measures them for real."""
     archs = tmp_path / "a.parquet"
-    nasctl("sample", "--n", 2, "--seed", 3, "--resolution", 32, "-o", archs, check=0)
+    small_archs(archs, 2, seed=3)
     out = tmp_path / "t.parquet"
     host.set_thermal(92.0, passive_trip_c=95.0)
     host.set_cpu_clock(0.55)

@@ -115,8 +115,8 @@ def arch_info(arch: Arch) -> dict:
     macs, params = arch_cost(arch)
     layers = [{"layer": i, "op": op, "macs": int(t.macs[i, k]), "params": int(t.params[i, k])}
               for i, (op, k) in enumerate(zip(arch.ops, arch.indices))]
-    key = {"key": arch.space.key(arch)} if arch.space.key(arch) is not None else {}
-    return {"arch": arch.string, **key, "arch_id": arch.id, "space": arch.space.source or arch.space.name,
+    key = arch.space.key(arch)
+    return {"arch": arch.string, **({"key": key} if key is not None else {}), "arch_id": arch.id, "space": arch.space.source or arch.space.name,
             "space_params": arch.space.params.__dict__, "macs": macs, "params": params,
             "fixed": {"macs": t.fixed_macs, "params": t.fixed_params}, "layers": layers}
 
