@@ -7,7 +7,7 @@ within a stage are different nets on a device even where the table gives one acc
 measures only what is missing; `--retry-errors` then measures disturbed rows again. Each run's
 command, start, end and wall time are appended to RUN/profile.log.
 
-Usage: python benchmarks/nas_bench_macro.py profile [--run runs/nbm] [--retry-errors]
+Usage: python benchmarks/nas_bench_macro.py profile [--run benchmarks/results/nas-bench-macro] [--retry-errors]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="step", required=True)
     p = sub.add_parser("profile")
-    p.add_argument("--run", type=Path, default=Path("runs/nbm"))
+    p.add_argument("--run", type=Path, default=Path("benchmarks/results/nas-bench-macro"))
     p.add_argument("--retry-errors", action="store_true")
     a = ap.parse_args()
     return profile(a.run, a.retry_errors)

@@ -165,6 +165,7 @@ def info(
     from nasctl.models import arch_info
     from nasctl.space.archfile import read_arch_ref
     from nasctl.space.zoo import PREFIX, is_zoo, zoo_entry, zoo_names
+    from nasctl.tabular import lookup
 
     params = dict(resolution=resolution, width_mult=width_mult, num_classes=num_classes, macro=macro)
     if arch is None:
@@ -185,7 +186,10 @@ def info(
         print_table(Console(), "the zoo of published nets", {"zoo net": False, "params": False, "MACs": False,
                     "published params / MACs": True, "rounded": False}, rows)
         return
-    d = arch_info(read_arch_ref(arch, space, **params))
+    a = read_arch_ref(arch, space, **params)
+    d = arch_info(a)
+    if tables := lookup(a):
+        d["tabular"] = tables
     if is_zoo(arch):
         entry = zoo_entry(arch)
         d.update(zoo=arch, paper=entry["paper"], published=entry["published"])
@@ -205,6 +209,12 @@ def info(
     if "published" in d:
         pub = d["published"]
         out.print(f"published: {pub['params']:,} params" + (f", {pub['macs']:,} MACs" if "macs" in pub else "") + f" ({pub['source']})")
+    for name, row in d.get("tabular", {}).items():
+        if "top1" in row:
+            out.print(f"{name}: top-1 {row['top1']:.2%} ± {row['top1_std']:.2%} over {row['trainings']} trainings; "
+                      f"its params {row['params']:,}, its FLOPs {row['flops']:,} (multiply-adds counted once, as MACs here)")
+        else:
+            out.print(f"{name}: " + ", ".join(f"{k.removesuffix('_ms')} {v:.4g} ms" for k, v in row.items() if k.endswith("_ms")))
 
 
 @app.command(epilog=examples(
@@ -420,6 +430,52 @@ def predict(
 
 
 Method = Enum("Method", {m.replace("-", "_"): m for m in ALL_METHODS}, type=str)  # the library's one list
+
+
+@app.command(epilog=examples(
+    "nasctl tabular",
+    "nasctl tabular nas-bench-macro -o nbm.parquet && nasctl fit-predictor nbm.parquet --metric top1 -o top1.pt",
+    "nasctl tabular help-nb201 -o help.parquet && nasctl fit-predictor help.parquet --metric pixel3_ms -o pixel3.pt",
+))
+def tabular(
+    name: Annotated[Optional[str], typer.Argument(help="A shipped table; without it, the list.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write its rows (.parquet or .csv).")] = None,
+    as_json: JsonOpt = False,
+):
+    """The tabular benchmarks nasctl ships: every net's accuracy (trained to convergence) or its
+    latency on real devices, as rows that fit-predictor, --prior and predict read."""
+    from nasctl.tables import table_format, write_table
+    from nasctl.tabular import TABLES, table, table_rows
+
+    if name is None:
+        if output is not None:
+            raise UserError("--output writes one table's rows: name the table")
+        listed = [{"name": n, "space": t.space, "kind": t.kind, "what": t.what} for n, t in TABLES.items()]
+        if as_json:
+            _emit(True, {"tables": listed}, "")
+        else:
+            print_table(Console(), "shipped tabular benchmarks", {"table": False, "space": False, "kind": False, "what": True},
+                        [list(d.values()) for d in listed])
+        return
+    t = table(name)
+    if output is not None:
+        table_format(output)
+        output_path(output)
+    df = table_rows(name)
+    if output is not None:
+        write_table(df, output)
+    metrics = ["top1"] if t.kind == "accuracy" else [c for c in df.columns if c.endswith("_ms")]
+    summary = {"table": name, "space": t.space, "kind": t.kind, "rows": len(df), "output": str(output) if output else None,
+               "metrics": {m: {"min": float(df[m].min()), "median": float(df[m].median()), "max": float(df[m].max())}
+                           for m in metrics}}
+    if "top1_std" in df:
+        summary["top1_std_median"] = float(df["top1_std"].median())
+    lines = [f"{name}: {len(df):,} {t.space} archs ({t.what})"]
+    lines += [f"  {m}: {f['min']:.4g} - {f['max']:.4g} (median {f['median']:.4g})" for m, f in summary["metrics"].items()]
+    if "top1_std_median" in summary:
+        lines.append(f"  seed spread (top1_std): median {summary['top1_std_median']:.4g}")
+    lines.append(f"wrote {output}" if output else "write its rows with -o FILE")
+    _emit(as_json, summary, "\n".join(lines))
 
 
 @app.command(epilog=examples(

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from nasctl.models.cells import CellNet
+from nasctl.models.nb201 import TinyNetwork
 from nasctl.space.cells import CellSpace
+from nasctl.space.nb201 import Nb201Space
 from nasctl.space.space import Arch, SearchSpace, parse_op
 
 
@@ -129,6 +131,8 @@ def build(arch: Arch, dropout: float = 0.0) -> nn.Module:
     """The standalone network; `dropout` sits before the classifier (0.2 in the retrain recipe)."""
     if isinstance(arch.space, CellSpace):
         return CellNet(arch, dropout)
+    if isinstance(arch.space, Nb201Space):
+        return TinyNetwork(arch, dropout)
     return Net(arch, dropout)
 
 

@@ -20,10 +20,11 @@ import torch
 
 from nasctl import __version__
 from nasctl.errors import OutputError
+from nasctl.models import cells, nb201
 from nasctl.models.builder import build, make_block
-from nasctl.models.cells import edge_costs
 from nasctl.models.count import FIELDS, count, count_all
 from nasctl.space.cells import CellSpace
+from nasctl.space.nb201 import Nb201Space
 from nasctl.space.space import Arch, SearchSpace
 from nasctl.tables import atomic_write
 
@@ -87,9 +88,11 @@ def cost_table(space: SearchSpace) -> CostTable:
     return table
 
 
-def _count_table(space: SearchSpace | CellSpace) -> CostTable:
+def _count_table(space: SearchSpace | CellSpace | Nb201Space) -> CostTable:
     if isinstance(space, CellSpace):
-        tables = edge_costs(space)
+        tables = cells.edge_costs(space)
+    elif isinstance(space, Nb201Space):
+        tables = nb201.edge_costs(space)
     else:
         tables = {k: np.zeros(space.allowed.shape, np.int64) for k in FIELDS}
         for l in space.layers:

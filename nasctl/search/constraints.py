@@ -21,7 +21,6 @@ import torch
 
 from nasctl.errors import UserError
 from nasctl.predict import Predictor, exact_cost
-from nasctl.space.cells import NONE
 from nasctl.space.space import SearchSpace, load_space
 from nasctl.validate import shown
 
@@ -119,7 +118,7 @@ def reachable(space: SearchSpace, c: Constraint, n: int = 5000, seed: int = 0) -
 
     if c.predictor.meta.get("kind") in ("lut", "robust"):
         table = c.predictor.module.weight.detach().numpy().astype(float)
-        none = np.asarray(space.ops) == NONE
+        none = np.asarray(space.ops) == space.absent
         ref = np.where(none, table, 0.0).sum(1)  # an absent edge's own term (the layered spaces have none)
         ops = space.allowed & ~none
         lo, hi = space.cost_range(np.where(ops, table, np.inf).min(1) - ref, np.where(ops, table, -np.inf).max(1) - ref)

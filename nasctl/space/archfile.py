@@ -89,6 +89,6 @@ def read_arch_ref(ref: str, space: str | None = None, **params) -> Arch:
             raise UserError(f"{path}: not an arch.json ({type(e).__name__}: {e})") from None
         sp = load_space(space or stored_space, **{**stored, **{k: v for k, v in params.items() if v is not None}})
         return sp.parse(text)
-    if "-" not in str(ref) and not str(ref).isdigit():  # digits: a tabular benchmark's key
+    if not any(c in str(ref) for c in "-|") and not str(ref).isdigit():  # |: NAS-Bench-201's; digits: a benchmark key
         raise UserError(f"{shown(ref)} is neither an arch.json, a folder holding one, a zoo:NAME, nor an arch string")
     return load_space(space or "proxyless", **params).parse(ref)

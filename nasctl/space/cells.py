@@ -41,6 +41,7 @@ class CellSpace:
     # LA-DARTS's latency prediction model (LPM): 256-64-1 with sigmoids. The paper feeds it the
     # normal cell (112 inputs); here the reduction cell is searched too, so it sees both (224).
     mlp: ClassVar = ((256, 64), "sigmoid")
+    absent: ClassVar = NONE  # the op that marks an edge a derived cell does not keep
 
     name: str
     description: str

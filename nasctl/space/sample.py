@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from nasctl.errors import UserError
-from nasctl.space.cells import NONE
 from nasctl.space.space import SearchSpace
 
 
@@ -49,7 +48,7 @@ def sample(space: SearchSpace, n: int, seed: int = 0, spread: np.ndarray | None 
 
 def _stratified(space: SearchSpace, n: int, rng: np.random.Generator, cost: np.ndarray) -> np.ndarray:
     allowed = space.allowed
-    ops = allowed & (np.asarray(space.ops) != NONE)  # an absent edge is no op to tilt towards
+    ops = allowed & (np.asarray(space.ops) != space.absent)  # an absent edge is no op to tilt towards
     lo = np.where(ops, cost, np.inf).min(1, keepdims=True)
     hi = np.where(ops, cost, -np.inf).max(1, keepdims=True)
     norm = np.where(ops, (cost - lo) / np.maximum(hi - lo, 1e-12), 0.0)  # 0 cheapest, 1 dearest

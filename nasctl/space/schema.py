@@ -91,9 +91,19 @@ class CellSpace(_Space):
     macro: Annotated[dict[Name, CellMacro], Field(min_length=1)]
 
 
+class Nb201Macro(_Macro):
+    channels: Channels  # the first stage's; the other two double it
+    cells: Annotated[int, Field(ge=1, le=1_000)]  # per stage
+
+
+class Nb201Space(_Space):
+    kind: Literal["nb201"]
+    macro: Annotated[dict[Name, Nb201Macro], Field(min_length=1)]
+
+
 def check(doc: dict, where: str) -> None:
     """Refuse a space document that does not fit the schema, with its first problem on one line."""
-    model = CellSpace if doc.get("kind") == "cells" else LayerSpace
+    model = {"cells": CellSpace, "nb201": Nb201Space}.get(doc.get("kind"), LayerSpace)
     try:
         model.model_validate(doc)
     except ValidationError as e:

@@ -20,9 +20,10 @@ from typing import ClassVar
 import numpy as np
 
 from nasctl.errors import UserError
-from nasctl.space import cells, schema
+from nasctl.space import cells, nb201, schema
 from nasctl.space.base import Arch, Params, check_params, digest, draw_layers, macro_shape, new_params
 from nasctl.space.cells import CellSpace
+from nasctl.space.nb201 import Nb201Space
 from nasctl.space.zoo import is_zoo, zoo_entry
 from nasctl.validate import shown
 
@@ -92,6 +93,7 @@ class FixedSpec:
 @dataclass(frozen=True)
 class SearchSpace:
     mlp: ClassVar = ((128, 64), "relu")  # the learned predictor: LightNAS's MLP
+    absent: ClassVar = None  # no op marks an absent layer
 
     name: str
     description: str
@@ -266,10 +268,11 @@ def builtin_spaces() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in BUILTIN.iterdir() if p.name.endswith(".toml"))
 
 
-def load_space(name_or_path: str | Path, **params) -> SearchSpace | CellSpace:
+def load_space(name_or_path: str | Path, **params) -> SearchSpace | CellSpace | Nb201Space:
     """A built-in space by name, a user space from a TOML file, or a zoo net's (`zoo:NAME`);
     params override defaults.
-    A file with ``kind = "cells"`` is a DARTS-style cell space (see `cells`)."""
+    A file with ``kind = "cells"`` is a DARTS-style cell space (see `cells`), ``kind = "nb201"``
+    NAS-Bench-201's (see `nb201`)."""
     ref = str(name_or_path)
     doc = None
     if is_zoo(ref):  # a published net's space variant
@@ -313,12 +316,14 @@ def _is_file(ref: str) -> bool:
         return False
 
 
-def _from_doc(doc: dict, source: str) -> SearchSpace | CellSpace:
+def _from_doc(doc: dict, source: str) -> SearchSpace | CellSpace | Nb201Space:
     where = f"space {source}"
     schema.check(doc, where)
     try:
         if doc.get("kind", "layers") == "cells":
             return cells.from_doc(doc, source, _params(doc, 32, 10))
+        if doc.get("kind") == "nb201":
+            return nb201.from_doc(doc, source, _params(doc, 32, 10))
         space = SearchSpace(
             name=str(doc["name"]),
             description=str(doc.get("description", "")),
