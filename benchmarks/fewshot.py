@@ -10,6 +10,8 @@ help  (figures 1, 2, 4) On HELP's 5,000 FBNet archs (../shared/data/help-fbnet/)
       ceiling: the best mix of the priors' tables and the device features (no per-entry
       deviations), fitted on all 5,000 rows: what a few rows can reach at most.
       Rows needed to come within 0.01 of the full-data rho, with and without transfer.
+nb201 (issue 35) HELP's 13 NAS-Bench-201 device columns (shipped in nasctl.tabular), each the new
+      device once with the other 12 as priors; see `nb201_figures`.
 local (figure 3) This machine's CPU, through the real CLI: 300 stratified proxyless archs
       (224x224) measured on three configs (1 thread batch 1, the prior; 2 threads; batch 8);
       then, for each target config, `profile --budget 10 --prior` twice (10, then 20 fresh
@@ -23,6 +25,7 @@ local (figure 3) This machine's CPU, through the real CLI: 300 stratified proxyl
 
 Prints one JSON object. Usage:
     python benchmarks/fewshot.py help [--seeds 10]
+    python benchmarks/fewshot.py nb201 [--seeds 10]
     python benchmarks/fewshot.py local --workdir runs/fewshot [--configs 2t-b1,1t-b8]
 """
 
@@ -47,7 +50,9 @@ from nasctl.predict.fit import fit_lut
 from nasctl.predict.metrics import figures
 from nasctl.predict.priors import load_prior
 from nasctl.predict.transfer import choose, transfer_features
+from nasctl.space import load_space
 from nasctl.space.archfile import archs_from_frame
+from nasctl.tabular import table_rows
 
 CSV = Path(__file__).resolve().parents[2] / "shared/data/help-fbnet/fbnet_cifar100_latency.csv"
 COLUMNS = ["raspi4_ms", "pixel2_ms", "xeon_gold_6226_ms", "gtx1080ti_b1_ms", "gtx1080ti_b32_ms"]
@@ -120,6 +125,52 @@ def help_figures(seeds: int) -> dict:
             goals[f"{c}_N{N}_gap"] = round(out[c]["full_data_default_rho"] - got, 4)
             goals[f"{c}_N{N}_within_{tol}"] = out[c]["full_data_default_rho"] - got <= tol
     return {"columns": out, "goals": goals, "seeds": seeds, "pool": POOL}
+
+
+# ---- NAS-Bench-201: HELP's 13 device settings, shipped with nasctl ------------------------------
+NB201_SIZES = (5, 10, 20)
+HELP_NB201_RHO_AT_10 = 0.932  # HELP's own figure on this space: 10 samples, averaged over its 6 test devices
+
+
+def nb201_figures(seeds: int) -> dict:
+    """Each of the 13 columns is the new device once: its N rows chosen (or drawn) from a pool of
+    1,000, the other 12 columns as priors (their LUTs fitted on all 15,625 cells), Spearman rho
+    on all its other cells. Beside it: the priors' tables as the only features (LUT-only), the
+    cost-prior LUT on N uniform rows with no other device (no prior), and the LUT on 80% of all
+    rows (full data)."""
+    df = table_rows("help-nb201")
+    cols = [c for c in df.columns if c.endswith("_ms")]
+    space = load_space("nb201")
+    archs = [space.parse(a) for a in df["arch"]]
+    X, idx_all = np.stack([a.onehot() for a in archs]), np.stack([a.indices for a in archs])
+    n, cost = len(X), cost_table(space).features()
+    ys = {c: df[c].to_numpy(float) for c in cols}
+    tables = {c: fit_lut(X, ys[c], features=cost).weight.detach().numpy().astype(float) for c in cols}
+    designs = ("transfer_chosen", "transfer_uniform", "lut_only_chosen", "no_prior")
+    out: dict = {}
+    for target in cols:
+        y, others = ys[target], [tables[c] for c in cols if c != target]
+        F, P = transfer_features(space, others), np.stack(others, -1)
+        split = np.random.default_rng(0).permutation(n)
+        te, tr = split[: n // 5], split[n // 5 :]
+        res: dict = {"full_data_lut_rho": round(_score(fit_lut(X[tr], y[tr], features=cost), X[te], y[te])["spearman_rho"], 4)}
+        for N in NB201_SIZES:
+            per: dict = {d: [] for d in designs}
+            for seed in range(seeds):
+                rng = np.random.default_rng(seed)
+                pool = rng.choice(n, POOL, replace=False)
+                chosen, uniform = pool[choose(space, idx_all[pool], N, F)], rng.choice(pool, N, replace=False)
+                for name, sel, feats, mix in (("transfer_chosen", chosen, F, True), ("transfer_uniform", uniform, F, True),
+                                              ("lut_only_chosen", chosen, P, True), ("no_prior", uniform, cost, False)):
+                    rest = np.setdiff1d(np.arange(n), sel)
+                    per[name].append(_score(fit_lut(X[sel], y[sel], features=feats, shrink_mix=mix), X[rest], y[rest]))
+            res[f"N={N}"] = {name: _mean_std(runs) for name, runs in per.items()}
+        out[target] = res
+        print(f"nb201 {target}: done", file=sys.stderr)
+    mean = {f"N={N}": {d: round(float(np.mean([out[c][f"N={N}"][d]["spearman_rho"][0] for c in cols])), 4) for d in designs}
+            for N in NB201_SIZES}
+    return {"columns": out, "mean_spearman_rho_over_13": mean, "help_own_rho_at_10": HELP_NB201_RHO_AT_10,
+            "seeds": seeds, "pool": POOL}
 
 
 # ---- this machine's CPU ----------------------------------------------------------------------
@@ -230,12 +281,15 @@ def _ok(path: Path) -> pd.DataFrame:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("part", choices=["help", "local"])
+    ap.add_argument("part", choices=["help", "nb201", "local"])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--workdir", type=Path, default=Path("runs/fewshot"))
     ap.add_argument("--configs", default="2t-b1,1t-b8", help="local: the target configs (1t-b1 is the prior)")
     a = ap.parse_args()
-    out = help_figures(a.seeds) if a.part == "help" else local_figures(a.workdir, [c for c in a.configs.split(",") if c in CONFIGS and c != "1t-b1"])
+    if a.part == "local":
+        out = local_figures(a.workdir, [c for c in a.configs.split(",") if c in CONFIGS and c != "1t-b1"])
+    else:
+        out = help_figures(a.seeds) if a.part == "help" else nb201_figures(a.seeds)
     print(json.dumps(out, indent=2))
 
 

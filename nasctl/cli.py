@@ -387,6 +387,9 @@ def fit_predictor_cmd(
         t.add_row(name, f"{f['rmse']:.4g}", f"{f['mape']:.2%}", f"{f['kendall_tau']:.3f}", f"{f['spearman_rho']:.3f}",
                   f"{f['within_5']:.1%}", f"{f['within_10']:.1%}")
     Console().print(t)
+    if spread := report.get("seed_spread"):
+        print(f"the rows' own seed spread ({spread['column']}): median {spread['median_std']:.4g}; a perfect predictor of the "
+              f"expected {metric} would still score RMSE {spread['noise_rmse']:.4g} against their means")
     print(f"wrote {output}, {output.with_suffix('.json')}, {output.with_suffix('.png')}")
 
 

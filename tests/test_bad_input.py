@@ -49,6 +49,7 @@ BASE = {
     "export": ["export", "run", "-o", "out/m.onnx", "--format", "onnx", "--opset", "17", "--batch", "1"],
     "report": ["report", ".", "-o", "out/report.html"],
     "devices": ["devices", "--timeout", "5"],
+    "tabular": ["tabular", "nas-bench-macro", "-o", "out/t.parquet"],
     "info": ["info", TINY_ARCH, "--space", "tiny.toml", "--resolution", "32", "--width-mult", "1.0", "--num-classes", "10",
              "--macro", "cifar"],
 }
@@ -68,7 +69,7 @@ OWN_INPUT = {"profile": "archs.parquet", "fit-predictor": "help.csv", "predict":
 # named "nan" or "0", and search and retrain write into a folder that exists.
 NAMES = {"nan", "inf", "-1", "0", "1e30"}
 LEGAL: dict[tuple[str, str], set[str]] = {
-    **{(c, "output"): NAMES for c in ("sample", "profile", "fit-predictor", "predict", "export", "report")},
+    **{(c, "output"): NAMES for c in ("sample", "profile", "fit-predictor", "predict", "export", "report", "tabular")},
     **{(c, "output"): NAMES | {"<dir>"} for c in ("search", "retrain")},
 }
 HOSTILE = ["nan", "inf", "-1", "0", "1e30", "", LONG, "<dir>", "<in-file>", "<own-input>"]
@@ -186,11 +187,12 @@ def test_each_base_invocation_works(ws, tmp_path):
     """The bases are valid: the fuzz cases fail only by their hostile value."""
     d = tmp_path / "ws"
     shutil.copytree(ws, d)
-    for name in ("sample", "predict", "export", "report", "retrain", "info"):
+    for name in ("sample", "predict", "export", "report", "retrain", "info", "tabular"):
         with _cwd(d):
             code, _, errtext = _run(BASE[name])
         assert code == 0, (name, errtext[-1000:])
     assert (d / "out/a.parquet").is_file() and (d / "out/m.onnx").is_file() and (d / "out/r/model.pt").is_file()
+    assert (d / "out/t.parquet").is_file()
 
 
 class _Payload:

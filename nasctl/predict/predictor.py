@@ -307,6 +307,8 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
         "fit_s": fit_s,
     }
     f = rows.frame
+    if f"{metric}_std" in f:
+        report["seed_spread"] = seed_spread(f.iloc[te], metric)
     meta = {
         "kind": chosen,
         "members": _members(model),
@@ -325,6 +327,17 @@ def fit_predictor(rows: TrainingRows, metric: str, test: float = 0.2, seed: int 
         "drift_correct": rows.drift,  # None: fitted on raw latency
     }
     return Predictor(model, meta), report, (y_te, preds)
+
+
+def seed_spread(f: pd.DataFrame, metric: str) -> dict:
+    """A table's own seed noise on the rows scored (its `<metric>_std`, over `trainings` runs a row
+    where it says): a predictor whose held-out RMSE nears `noise_rmse` is as close as the table's
+    figures allow, since each figure is itself only a mean of that many trainings."""
+    std = pd.to_numeric(f[f"{metric}_std"], errors="coerce").to_numpy(float)
+    n = pd.to_numeric(f["trainings"], errors="coerce").to_numpy(float) if "trainings" in f else np.ones_like(std)
+    ok = np.isfinite(std) & (n >= 1)
+    return {"column": f"{metric}_std", "rows": int(ok.sum()), "median_std": float(np.median(std[ok])),
+            "noise_rmse": float(np.sqrt(np.mean(std[ok] ** 2 / n[ok])))} if ok.any() else {}
 
 
 def _few_rows(rows: TrainingRows, features: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:

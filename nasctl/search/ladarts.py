@@ -140,9 +140,13 @@ class LADartsSearcher(Searcher):
 
 
 def check_space(space, cfg: SearchConfig) -> None:
-    """la-darts searches cells, and only la-darts does."""
+    """la-darts searches cells, and only la-darts does; NAS-Bench-201's cells no supernet here."""
     from nasctl.errors import UserError
+    from nasctl.space.nb201 import Nb201Space
 
+    if isinstance(space, Nb201Space):
+        raise UserError(f"--method {cfg.method} trains a supernet of layers (or DARTS cells for la-darts): space {space.name!r} "
+                        "is NAS-Bench-201's cell space, whose nets are fitted, predicted and profiled, not searched by a supernet")
     if (cfg.method == "la-darts") != isinstance(space, CellSpace):
         raise UserError(f"--method la-darts searches a cell space (--space darts); space {space.name!r} is searched by "
                         "lightnas, singlepath or a baseline" if cfg.method == "la-darts" else
