@@ -143,7 +143,7 @@ def test_a_cell_is_retrained_and_exported(tmp_path):
     """The cut-off cell too: it trains (to chance) and ships like any other."""
     for i, text in enumerate((ALL_NONE, "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|")):
         run = tmp_path / f"r{i}"
-        nasctl("retrain", text, "--space", "nb201", "--data", "digits", "--resolution", 16, "--epochs", 1, "--batch", 64,
+        nasctl("retrain", text, "--space", "nb201", "--data", "digits", "--epochs", 1, "--batch", 64,
                "--train-limit", 100, "-o", run, "-q", check=0)
         assert json.loads((run / "arch.json").read_text())["arch"] == text
         doc = json.loads(nasctl("export", run, "-o", run / "m.onnx", "--json", check=0).stdout)
