@@ -141,7 +141,10 @@ class DeviceHost:
         self._log = open(self.dir / "sshd.log", "w")
         self._proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "--uts", "sh", "-c", script],
                                       stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
+        self._wait_for_sshd(10)
+
+    def _wait_for_sshd(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
                 socket.create_connection((self.address, PORT), timeout=1).close()
