@@ -59,6 +59,24 @@ def cpu_model(root: Path) -> str:
     return platform.processor() or platform.machine()
 
 
+X86_CPU = re.compile(r"^vendor_id\s*:\s*(GenuineIntel|AuthenticAMD)", re.M)
+
+
+def emulated(root: Path) -> str | None:
+    """Why this Python runs under a CPU emulator (qemu-user through binfmt_misc), or None. Timings
+    taken so describe the emulator on another CPU, never the board: the rows say so, and a fit
+    on them is refused unless asked for."""
+    machine = platform.machine()
+    if machine in ("x86_64", "AMD64", "i686", "i386"):
+        return None
+    if X86_CPU.search(_read(root / "proc/cpuinfo") or ""):
+        return f"{machine} Python on an x86 CPU (/proc/cpuinfo)"
+    entry = _read(root / f"proc/sys/fs/binfmt_misc/qemu-{machine}") or ""
+    if entry.startswith("enabled"):
+        return f"{machine} binaries run by qemu-{machine} (binfmt_misc)"
+    return None
+
+
 def governor(root: Path) -> str | None:
     return _read(root / "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
 
@@ -215,6 +233,7 @@ def facts(root: Path, runtime: str = "onnxruntime") -> dict:
         "cpu_model": cpu_model(root),
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
+        "emulated": emulated(root),
         "os": platform.platform(),
         "python": platform.python_version(),
         "runtime": runtime,

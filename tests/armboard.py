@@ -100,7 +100,12 @@ if __name__ == "__main__":
     print(json.dumps({"rootfs": str(ROOTFS), **(rec or {"built": False})}))
 
 
-from devicehost import DeviceHost, PORT  # noqa: E402  (tests/ is on the path where the board is used)
+from devicehost import CPUS, PORT, DeviceHost  # noqa: E402  (tests/ is on the path where the board is used)
+
+# A Raspberry Pi 4's /proc/cpuinfo (Cortex-A72: implementer 0x41, part 0xd08), per core and board.
+PI4_CORE = ("processor\t: {}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
+            "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n")
+PI4_BOARD = "Hardware\t: BCM2835\nRevision\t: c03111\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n"
 
 
 class ArmBoard(DeviceHost):
@@ -139,8 +144,13 @@ class ArmBoard(DeviceHost):
             f"AllowUsers {self.user}\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n")
 
     def _sshd(self) -> None:
+        """The board's own /proc (a Raspberry Pi 4's cpuinfo over this machine's, one core per CPU
+        of /sys: the runtimes read both and crash on an x86 cpuinfo under an aarch64 Python) and
+        binfmt_misc mounted, as Debian mounts it: there the agent reads that qemu runs it."""
         r = ROOTFS
-        script = (f"hostname {self.netns} && mount -t proc proc {r}/proc && mount --rbind /dev {r}/dev && "
+        (self.dir / "cpuinfo").write_text("".join(PI4_CORE.format(i) for i in range(len(CPUS))) + PI4_BOARD)
+        script = (f"hostname {self.netns} && mount -t proc proc {r}/proc && mount --bind {self.dir / 'cpuinfo'} {r}/proc/cpuinfo && "
+                  f"mount -t binfmt_misc binfmt_misc {r}/proc/sys/fs/binfmt_misc && mount --rbind /dev {r}/dev && "
                   f"mount -t sysfs sys {r}/sys && mkdir -p {r}/run/sshd && "
                   f"exec chroot {r} /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config.nasctl")
         self._log = open(self.dir / "sshd.log", "w")

@@ -131,6 +131,9 @@ def base_row(arch: Arch, device: DeviceProfile, config_id: str, facts: dict) -> 
         "transport": device.transport,
         "host": facts.get("host"),
         "cpu_model": facts.get("cpu_model"),
+        "machine": facts.get("machine"),
+        "device_python": facts.get("python"),
+        "emulated": facts.get("emulated"),  # why the timings describe an emulator, or None
         "runtime": device.runtime,
         "runtime_version": facts.get("runtime_version"),
         "threads": opts.get("threads"),
