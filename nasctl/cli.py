@@ -350,6 +350,8 @@ def fit_predictor_cmd(
     drift_correct: Annotated[Optional[bool], typer.Option("--drift-correct/--no-drift-correct", help=(
         "Fit latency / drift: each row read at the device's base speed by its reference net's timing. "
         "Default: on where every row carries a drift."), show_default=False)] = None,
+    allow_emulated: Annotated[bool, typer.Option("--allow-emulated", help=(
+        "Fit rows timed under a CPU emulator (qemu) too: their latencies describe the emulator, not the board."))] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
@@ -366,7 +368,7 @@ def fit_predictor_cmd(
         input_path(p, "--prior")
     require_suffix(output, (".pt",), "the predictor file")
     output_path(output, inputs=(rows, *(prior or ())), writes=(output.with_suffix(".json").name, output.with_suffix(".png").name))
-    data = load_rows(rows, metric, space, config_id, MIN_PRIOR_ROWS if prior else MIN_ROWS, drift_correct)
+    data = load_rows(rows, metric, space, config_id, MIN_PRIOR_ROWS if prior else MIN_ROWS, drift_correct, allow_emulated)
     priors = tuple(load_prior(p, data.space, metric) for p in prior or ())
     if not quiet:
         err.print(f"fitting {metric} on {len(data.y)} rows ({data.skipped_errors} error rows skipped)"

@@ -223,10 +223,11 @@ def drift_correct(df: pd.DataFrame, y: np.ndarray, metric: str, want: bool | Non
 
 
 def load_rows(path: str | Path, metric: str, space: str | None = None, config_id: str | None = None,
-              min_rows: int = MIN_ROWS, drift: bool | None = False) -> TrainingRows:
+              min_rows: int = MIN_ROWS, drift: bool | None = False, emulated: bool = False) -> TrainingRows:
     """Read measured rows and check them; every problem is a one-line UserError. `min_rows`:
     MIN_ROWS to fit and hold out a test split, fewer for a transfer fit; `drift`: see
-    `drift_correct`."""
+    `drift_correct`; `emulated`: fit rows that were timed under a CPU emulator (refused unless
+    asked for: they time qemu, not the board)."""
     df = read_table(path)
     if metric not in df:
         numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
@@ -236,6 +237,10 @@ def load_rows(path: str | Path, metric: str, space: str | None = None, config_id
         ok = df["status"] == "ok"
         skipped = int((~ok).sum())
         df = df[ok]
+    if not emulated and "emulated" in df and df["emulated"].notna().any():
+        why = df["emulated"].dropna().iloc[0]
+        raise UserError(f"{path}: {int(df['emulated'].notna().sum())} rows were timed under emulation ({why}): their "
+                        "latencies describe the emulator, not the board; --allow-emulated fits them anyway")
     if "config_id" in df and df["config_id"].nunique() > 1:
         if config_id is None:
             ids = ", ".join(f"{k} ({n} rows)" for k, n in df["config_id"].value_counts().items())
