@@ -11,8 +11,8 @@ import threading
 
 import pandas as pd
 import pytest
-
 from armboard import ArmBoard, build, unavailable
+
 from conftest import nasctl, small_archs
 from nasctl.device import load_device
 from nasctl.profile import Store, profile_archs
