@@ -719,7 +719,7 @@ def devices(
     cols = {"name": False, "also": False, "transport": False, "runtime": False, "file": False,
             **({"reachable": False, "detail": True} if check else {"description": True})}
     rows = [[d["name"], ", ".join(d.get("aliases", ())), d.get("transport", "?"), d.get("runtime", "?"), d["file"],
-             *(["yes" if d.get("reachable") else "no", str(d.get("cpu_model") or d.get("error", ""))] if check
+             *(["yes" if d.get("reachable") else "no", _reached(d) if d.get("reachable") else d.get("error", "")] if check
                else [d.get("description", d.get("error", ""))])] for d in found]
     if as_json:
         print(to_json({"devices": found}))
@@ -727,6 +727,13 @@ def devices(
         print_table(Console(), "device profiles", cols, rows)
     if check and not all(d.get("reachable") for d in found):
         raise typer.Exit(3)
+
+
+def _reached(d: dict) -> str:
+    """What a reached board is: its CPU, architecture, Python and runtime (and why its timings
+    would mean nothing, when an emulator runs it)."""
+    text = f"{d.get('cpu_model')} ({d.get('machine')}), Python {d.get('python')}, {d.get('runtime')} {d.get('runtime_version')}"
+    return text + (f"; EMULATED: {d['emulated']}" if d.get("emulated") else "")
 
 
 def _numbers(text: str, option: str, kind: type = int) -> tuple:

@@ -7,6 +7,7 @@ The rootfs is built once per machine (about 4 minutes) into the cache, by the fi
 needs it; `python tests/armboard.py build` builds it by hand."""
 
 import json
+import os
 import threading
 
 import pandas as pd
@@ -45,6 +46,12 @@ def test_check_reports_aarch64_the_boards_python_and_runtimes(board):
     assert facts["machine"] == "aarch64" and facts["python"] == build()["python"] == "3.11.2"
     assert facts["runtime"] == "onnxruntime" and facts["runtime_version"] == build()["onnxruntime"]
     assert facts["cpu_model"] == "Raspberry Pi 4 Model B Rev 1.1" and "qemu-aarch64" in facts["emulated"]
+    env = {**os.environ, "NASCTL_PROFILES": str(board.parent), "COLUMNS": "400"}
+    listed = json.loads(nasctl("devices", "--check", "--timeout", 60, "--json", env=env).stdout)["devices"]  # exit 3: no xavier here
+    pi = next(d for d in listed if d["name"] == "pi-emu")
+    assert pi["reachable"] and (pi["machine"], pi["python"], pi["runtime_version"]) == ("aarch64", "3.11.2", build()["onnxruntime"])
+    shown = nasctl("devices", "--check", "--timeout", 60, env=env).stdout
+    assert f"Raspberry Pi 4 Model B Rev 1.1 (aarch64), Python 3.11.2, onnxruntime {build()['onnxruntime']}; EMULATED:" in shown
 
 
 def test_rows_carry_the_boards_facts_and_are_marked_emulated(board, archs, tmp_path):

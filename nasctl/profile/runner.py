@@ -175,7 +175,7 @@ def survey_devices(check: bool = False, timeout: float = 20.0) -> list[dict]:
     def probe(d):
         try:
             facts = check_device(devs[d["name"]])
-            d.update(reachable=True, host=facts.get("host"), cpu_model=facts.get("cpu_model"))
+            d.update(reachable=True, **{k: facts.get(k) for k in ("host", "cpu_model", "machine", "python", "runtime_version", "emulated")})
         except NasctlError as e:
             d.update(reachable=False, error=str(e))
 
