@@ -127,14 +127,7 @@ class ArmBoard(DeviceHost):
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.dir / "host_ed25519")
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key)
         shutil.copy(self.dir / "host_ed25519", ROOTFS / "etc" / "ssh" / "nasctl_host_ed25519")
-        ssh = self.home / ".ssh"
-        ssh.mkdir(mode=0o700, exist_ok=True)
-        (ssh / "authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
-        for p in (ssh, ssh / "authorized_keys"):
-            os.chown(p, self._uid, self._gid)
-        (ssh / "authorized_keys").chmod(0o600)
-        host_pub = (self.dir / "host_ed25519.pub").read_text().split()
-        self.known_hosts.write_text(f"[{self.address}]:{PORT} {host_pub[0]} {host_pub[1]}\n")
+        self._authorize(self._uid, self._gid)  # the board's own uid, from its /etc/passwd
 
     def _files(self) -> None:
         (ROOTFS / "etc" / "ssh" / "sshd_config.nasctl").write_text(

@@ -92,12 +92,17 @@ class DeviceHost:
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
         else:
             self.key = self._client_key
+        pw = pwd.getpwnam(self.user)
+        self._authorize(pw.pw_uid, pw.pw_gid)
+
+    def _authorize(self, uid: int, gid: int) -> None:
+        """The client key into the device user's authorized_keys (owned by `uid`:`gid`), and the
+        host key into the client's known_hosts."""
         ssh = self.home / ".ssh"
         ssh.mkdir(mode=0o700, exist_ok=True)
         (ssh / "authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
-        pw = pwd.getpwnam(self.user)
         for p in (ssh, ssh / "authorized_keys"):
-            os.chown(p, pw.pw_uid, pw.pw_gid)
+            os.chown(p, uid, gid)
         (ssh / "authorized_keys").chmod(0o600)
         host_pub = (self.dir / "host_ed25519.pub").read_text().split()
         self.known_hosts.write_text(f"[{self.address}]:{PORT} {host_pub[0]} {host_pub[1]}\n")

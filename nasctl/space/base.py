@@ -109,3 +109,24 @@ def draw_layers(allowed: np.ndarray, logits: np.ndarray, rng: np.random.Generato
     cdf = np.cumsum(p / p.sum(-1, keepdims=True), -1)
     u = rng.random(cdf.shape[:2] + (1,))
     return np.minimum((u > cdf).sum(-1), allowed.shape[1] - 1)
+
+
+class FreeLayers:
+    """For spaces whose layers take their ops independently, each from its allowed list: every
+    combination is an arch, so an arch is its indices and drawing, flipping and the cost range
+    go layer by layer (the layered spaces and NAS-Bench-201's; DARTS cells are not)."""
+
+    def from_indices(self, idx) -> Arch:
+        return Arch(self, tuple(self.ops[int(i)] for i in idx))
+
+    def flips(self, idx: np.ndarray) -> np.ndarray:
+        """L x K: the ops each layer may change to and stay a valid arch (any allowed op)."""
+        return self.allowed
+
+    def draw(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(N, L) op indices of valid archs, each layer's op from softmax(logits) over its allowed ops."""
+        return draw_layers(self.allowed, logits, rng)
+
+    def cost_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
+        """The cheapest and dearest arch's cost, from each layer's cheapest and dearest op."""
+        return float(lo.sum()), float(hi.sum())

@@ -20,7 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from nasctl.errors import UserError
-from nasctl.space.base import Arch, check_params, digest, draw_layers, macro_shape, new_params
+from nasctl.space.base import Arch, FreeLayers, check_params, digest, macro_shape, new_params
 from nasctl.validate import shown
 
 # The ops an nb201 space may name (NAS-Bench-201's own names); nasctl.models.nb201 builds them.
@@ -30,7 +30,7 @@ EDGES = tuple((node, inp) for node in range(1, NODES) for inp in range(node))  #
 
 
 @dataclass(frozen=True)
-class Nb201Space:
+class Nb201Space(FreeLayers):
     mlp: ClassVar = ((128, 64), "relu")
     absent: ClassVar = None  # every op here, `none` included, is a real choice on its edge
 
@@ -115,18 +115,6 @@ class Nb201Space:
     def key(self, arch: Arch) -> None:
         """The canonical string is NAS-Bench-201's own key."""
         return None
-
-    def from_indices(self, idx) -> Arch:
-        return Arch(self, tuple(self.ops[int(i)] for i in idx))
-
-    def flips(self, idx: np.ndarray) -> np.ndarray:
-        return self.allowed
-
-    def draw(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return draw_layers(self.allowed, logits, rng)
-
-    def cost_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
-        return float(lo.sum()), float(hi.sum())
 
     def describe(self) -> dict:
         return {"name": self.name, "source": self.source, "layers": self.num_layers, "ops": list(self.ops),

@@ -21,7 +21,7 @@ import numpy as np
 
 from nasctl.errors import UserError
 from nasctl.space import cells, nb201, schema
-from nasctl.space.base import Arch, Params, check_params, digest, draw_layers, macro_shape, new_params
+from nasctl.space.base import Arch, FreeLayers, Params, check_params, digest, macro_shape, new_params
 from nasctl.space.cells import CellSpace
 from nasctl.space.nb201 import Nb201Space
 from nasctl.space.zoo import is_zoo, zoo_entry
@@ -91,7 +91,7 @@ class FixedSpec:
 
 
 @dataclass(frozen=True)
-class SearchSpace:
+class SearchSpace(FreeLayers):
     mlp: ClassVar = ((128, 64), "relu")  # the learned predictor: LightNAS's MLP
     absent: ClassVar = None  # no op marks an absent layer
 
@@ -232,23 +232,8 @@ class SearchSpace:
         """The arch as its benchmark writes it (digit keys), else None."""
         return "".join(map(str, arch.indices)) if self.keys == "digits" else None
 
-    def from_indices(self, idx) -> Arch:
-        return Arch(self, tuple(self.ops[int(i)] for i in idx))
-
     def to_string(self, ops: tuple[str, ...]) -> str:
         return "-".join(ops)
-
-    def flips(self, idx: np.ndarray) -> np.ndarray:
-        """L x K: the ops each layer may change to and stay a valid arch (any allowed op)."""
-        return self.allowed
-
-    def draw(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """(N, L) op indices of valid archs, each layer's op from softmax(logits) over its allowed ops."""
-        return draw_layers(self.allowed, logits, rng)
-
-    def cost_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
-        """The cheapest and dearest arch's cost, from each layer's cheapest and dearest op."""
-        return float(lo.sum()), float(hi.sum())
 
     def describe(self) -> dict:
         return {
