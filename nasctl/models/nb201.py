@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from nasctl.models.count import FIELDS, count_all
-from nasctl.space.nb201 import EDGES, Nb201Space
+from nasctl.space.nb201 import EDGES, NODES, Nb201Space
 
 
 def relu_conv_bn(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
@@ -47,11 +47,13 @@ class Cell(nn.Module):
     def __init__(self, ops: tuple[str, ...], c: int):
         super().__init__()
         self.edges = nn.ModuleList(make_op(op, c) for op in ops)
+        # per node after the input, its (edge, source node) pairs: worked out once, not per forward
+        self.inputs = [[(e, inp) for e, (n, inp) in enumerate(EDGES) if n == node] for node in range(1, NODES)]
 
     def forward(self, x):
         nodes = [x]
-        for node in range(1, EDGES[-1][0] + 1):
-            nodes.append(sum(self.edges[e](nodes[inp]) for e, (n, inp) in enumerate(EDGES) if n == node))
+        for inputs in self.inputs:
+            nodes.append(sum(self.edges[e](nodes[inp]) for e, inp in inputs))
         return nodes[-1]
 
 
