@@ -78,6 +78,7 @@ Macro = Annotated[Optional[str], typer.Option(help="Macro-architecture, e.g. ima
 # Help panels: a command's own options stay in the first one ("Options"), the rest are grouped.
 METHOD, SPACE_DATA, TRAINING, VERIFY = "Method", "Space and data", "Training", "Verify on a device"
 BOARDS, NEW_DEVICE, EVOLUTION = "Boards (SSH, adb)", "A new device from few rows", "Evolution"
+GUIDED = "Predictor-guided (--method predictor)"
 
 
 def in_panel(option, panel: str):
@@ -321,6 +322,8 @@ def profile(
 
 
 def _facts_text(name: str, f: dict) -> str:
+    if f.get("agent_version") == "command":
+        return f"{name} @ {f.get('host')}: a {f.get('cpu_model')}, run once per arch"
     energy = f.get("energy_source") or "none"
     if energy == "none" and f.get("energy_note"):
         energy += f" ({f['energy_note']})"
@@ -435,6 +438,7 @@ def predict(
 
 
 Method = Enum("Method", {m.replace("-", "_"): m for m in ALL_METHODS}, type=str)  # the library's one list
+Acquisition = Enum("Acquisition", {m: m for m in ("ei", "ucb", "thompson")}, type=str)
 
 
 @app.command(epilog=examples(
@@ -487,12 +491,16 @@ def tabular(
     "nasctl search --predictor cpu.pt --target-ms 6 --data digits -o runs/s6",
     "nasctl search --predictor cpu.pt --target-ms 6 --verify local -o runs/s6",
     "nasctl search --method singlepath --predictor cpu.pt --target-ms 6 -o sp",
+    "nasctl search --method predictor --predictor xavier.pt --target-ms 24 --budget 50 --jobs 2 \\\n"
+    "  --trainer 'nasctl retrain {arch} --data fashion-mnist --epochs 30 -o {dir}' -o runs/pg",
 ))
 def search(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for arch.json, search.csv, search.png (and verify.parquet).")],
-    predictor: Annotated[Optional[list[Path]], typer.Option(help="Predictor file(s) from fit-predictor: latency (ms) and/or energy (mJ). Required with --target-ms or --target-mj; repeat it for both.")] = None,
-    target_ms: Annotated[Optional[float], typer.Option(min=1e-3, max=1e6, help="Latency target, with a latency predictor.")] = None,
-    target_mj: Annotated[Optional[float], typer.Option(min=1e-3, max=1e9, help="Energy target, with an energy predictor.")] = None,
+    predictor: Annotated[Optional[list[Path]], typer.Option(help="Predictor file(s) from fit-predictor: latency (ms) and/or energy (mJ). Required with --target-ms or --target-mj; repeat it for both "
+                                                           "(--method predictor: for several devices too).")] = None,
+    target_ms: Annotated[Optional[list[float]], typer.Option(min=1e-3, max=1e6, help="Latency target, with a latency predictor. --method predictor: "
+                                                             "repeat it, in the order of the ms predictors, for one target per device.")] = None,
+    target_mj: Annotated[Optional[list[float]], typer.Option(min=1e-3, max=1e9, help="Energy target, with an energy predictor (repeatable as --target-ms).")] = None,
     max_params: Annotated[Optional[str], typer.Option(help="Params budget, e.g. 2.5M (counted at the deployment config).")] = None,
     max_mflops: Annotated[Optional[str], typer.Option(help="Multiply-add budget in millions, e.g. 300.")] = None,
     method: Annotated[Method, typer.Option(rich_help_panel=METHOD, help="lightnas (learned λ, one search), singlepath (Single-Path NAS thresholds), la-darts (cell spaces) or a baseline.")] = Method.lightnas,
@@ -523,6 +531,15 @@ def search(
     candidates: Annotated[int, typer.Option(rich_help_panel=METHOD, min=1, max=10_000, help="random: archs to train.")] = 5,
     population: Annotated[int, typer.Option(rich_help_panel=METHOD, min=2, max=10_000, help="evolution: population size.")] = 24,
     generations: Annotated[int, typer.Option(rich_help_panel=METHOD, min=1, max=10_000, help="evolution: generations.")] = 10,
+    trainer: Annotated[Optional[str], typer.Option(rich_help_panel=GUIDED, help="predictor: the command that trains one arch, with {arch} "
+                                                   "(and {dir}, {key}, {slot}); it prints top1=<fraction> or writes {dir}/metrics.csv. "
+                                                   "Default: nasctl retrain with --data and --epochs.")] = None,
+    budget: Annotated[Optional[int], typer.Option(rich_help_panel=GUIDED, min=1, max=100_000, help="predictor: trainer runs in all, the initial design included.")] = None,
+    initial: Annotated[int, typer.Option(rich_help_panel=GUIDED, min=1, max=10_000, help="predictor: nets of the initial design, spread over MACs.")] = 5,
+    jobs: Annotated[int, typer.Option(rich_help_panel=GUIDED, min=1, max=1024, help="predictor: trainer runs at once ({slot} says which: pin a GPU with it).")] = 1,
+    acquisition: Annotated[Acquisition, typer.Option(rich_help_panel=GUIDED, help="predictor: expected improvement, upper confidence bound or Thompson draws.")] = Acquisition.ei,
+    accuracy: Annotated[Optional[Path], typer.Option(rich_help_panel=GUIDED, help="predictor: a top-1 predictor (fit-predictor --metric top1) to pick "
+                                                     "from instead of training (no --trainer, no --budget).")] = None,
     amp: Annotated[bool, typer.Option(rich_help_panel=TRAINING, help="bf16 autocast on CUDA.")] = True,
     seed: Annotated[int, typer.Option(rich_help_panel=TRAINING, min=0, max=2**32 - 1, help="Seed of the split, the init and the Gumbel draws.")] = 0,
     as_json: JsonOpt = False,
@@ -533,6 +550,15 @@ def search(
     from nasctl.search.run import SEARCH_FILES, Events
     from nasctl.train.loop import rank
 
+    if method.value == "predictor":
+        return _guided(output, predictor, target_ms, target_mj, max_params, max_mflops, space, data, train_limit, epochs, trainer,
+                       budget, initial, jobs, acquisition.value, accuracy, verify, host, verify_wait, seed, as_json, quiet)
+    given = [f for f, v in (("--trainer", trainer), ("--budget", budget), ("--accuracy", accuracy)) if v is not None]
+    if given or jobs != 1 or initial != 5 or acquisition.value != "ei":
+        raise UserError(f"{', '.join(given) or '--jobs / --initial / --acquisition'}: for --method predictor only")
+    if len(target_ms or ()) > 1 or len(target_mj or ()) > 1:
+        raise UserError("one --target-ms and one --target-mj per search; several devices at once: --method predictor or supernet search")
+    target_ms, target_mj = (target_ms or [None])[0], (target_mj or [None])[0]
     output_path(output, folder=True, inputs=(*(predictor or ()), space), writes=SEARCH_FILES)
     cfg = SearchConfig(method=method.value, epochs=epochs, warmup_epochs=warmup_epochs, batch=batch, w_lr=w_lr,
                        alpha_lr=alpha_lr, lambda_lr=lambda_lr, rho=rho, fixed_lambda=lambda_, tau0=tau0,
@@ -576,6 +602,39 @@ def search(
     if summary["verify_status"] == "unverified":
         raise typer.Exit(4)
     if summary["verify"] and not summary["verify"][-1]["met"]:
+        raise typer.Exit(1)
+
+
+def _guided(output, predictor, target_ms, target_mj, max_params, max_mflops, space, data, train_limit, epochs, trainer, budget,
+            initial, jobs, acquisition, accuracy, verify, host, verify_wait, seed, as_json, quiet) -> None:
+    """`search --method predictor` (nasctl.guided): train through --trainer, or pick from --accuracy."""
+    from nasctl.guided.search import FILES, Events, GuidedJob, run
+
+    output_path(output, folder=True, inputs=(*(predictor or ()), space, accuracy), writes=FILES)
+    for p in (*(predictor or ()), accuracy):
+        input_path(p, "--predictor" if p != accuracy else "--accuracy")
+    job = GuidedJob(space=space, predictors=tuple(str(p) for p in predictor or ()), target_ms=tuple(target_ms or ()),
+                    target_mj=tuple(target_mj or ()), max_params=max_params, max_mflops=max_mflops,
+                    accuracy=str(accuracy) if accuracy else None, trainer=trainer, data=data, epochs=epochs, train_limit=train_limit,
+                    budget=budget, initial=initial, jobs=jobs, rule=acquisition, verify=verify, host=host, verify_wait_s=verify_wait, seed=seed)
+    note = (lambda t: None) if quiet else (lambda t: err.print(f"[yellow]{t}[/]"))
+    result = (lambda r: None) if quiet else (lambda r: err.print(
+        f"{r['n']}/{budget}: {r['arch_id']} " + (f"top-1 {r['top1']:.2%}" if r["status"] == "ok" else f"[red]error[/] {r['error']}")
+        + (f" (predicted {r['predicted_top1']:.2%} ± {r['predicted_std']:.2%})" if r.get("predicted_top1") is not None else f" ({r['phase']})")
+        + (f", best {r['best_top1']:.2%}" if r.get("best_top1") is not None else "")))
+    doc = run(job, output, Events(result, note))
+    if doc["arch"] is None:
+        _emit(as_json, doc, f"no trained net meets every target ({doc['trained_ok']} of {doc['trained']} runs gave a top-1) -> {output / 'arch.json'}")
+        raise typer.Exit(1)
+    top1 = f"top-1 {doc['top1_measured']:.2%} trained" if doc["top1_measured"] is not None else f"top-1 {doc['top1_predicted']:.2%} predicted"
+    lines = [f"predictor: {doc['arch']} -> {output / 'arch.json'} ({top1}; {doc['trained']} trainer runs, "
+             f"{doc['device_measurements']} device measurements, {doc['wall_s']:.0f} s)"]
+    for t in doc["targets"]:
+        lines.append(f"  {(t['device'] + ' ') if t['device'] else ''}{t['metric']}: predicted {t['predicted']:.4g} {t['unit']} "
+                     f"(+{t['margin']:.2g} margin)" + (f", measured {t['measured']:.4g}" if t["measured"] is not None else "")
+                     + f" against {t['target']:g}" + ("" if t["met"] else " MISSED"))
+    _emit(as_json, doc, "\n".join(lines))
+    if not all(t["met"] for t in doc["targets"]):
         raise typer.Exit(1)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from nasctl.errors import UserError
 from nasctl.validate import OPSETS, shown
 
-TRANSPORTS = ("local", "ssh", "adb")
+TRANSPORTS = ("local", "ssh", "adb", "command")
 ALIASES = {"local": "local-cpu", "rpi": "rpi4"}  # the short names the docs and users use
 RUNTIMES = ("onnxruntime", "tensorrt", "tflite")
 # [protocol] keys that decide when the reference net is timed (nasctl.profile.drift), how long to
@@ -60,11 +60,26 @@ class DeviceProfile:
             **({"power": self.power} if self.power else {}),
         }
 
+    @property
+    def wants_model(self) -> bool:
+        """Whether timing needs the exported model: a command device that never names {model}
+        (a latency table) does not, and nothing is exported for it."""
+        return self.transport != "command" or "{model}" in self.connection["command"]
+
+    def command_target(self, host: str | None = None):
+        from nasctl.device.transports.command import CommandTarget
+
+        return CommandTarget(self.connection["command"], float(self.connection["timeout_s"]), host)
+
     def targets(self, hosts: list[str] | None = None, serials: list[str] | None = None) -> list[str | None]:
         """The boards to use: SSH hosts or adb serials given by the user (several shard a fleet),
-        else the profile's own one (None)."""
+        else the profile's own one (None); a command device's `{host}` values, likewise."""
         if hosts and serials:
             raise UserError("--host is for SSH devices, --serial for adb ones: not both")
+        if hosts and self.transport == "command":
+            if "{host}" not in self.connection["command"]:
+                raise UserError(f"device {self.name!r} is a command without a {{host}} placeholder: --host does not apply")
+            return list(hosts)
         if (hosts and self.transport != "ssh") or (serials and self.transport != "adb"):
             raise UserError(f"device {self.name!r} uses the {self.transport} transport: "
                             f"{'--host' if hosts else '--serial'} does not apply")
@@ -135,6 +150,21 @@ def load_device(ref: str) -> DeviceProfile:
     return _from_doc(doc, str(path))
 
 
+def _connection(doc: dict, transport: str, where: str) -> dict:
+    """The [ssh] or [adb] table; a command device's `command` and `timeout_s`, checked."""
+    if transport != "command":
+        return dict(doc.get(transport, {}))
+    from nasctl.device.transports.command import TIMEOUT_S, placeholders
+
+    command, timeout = doc["command"], doc.get("timeout_s", TIMEOUT_S)
+    if not isinstance(command, str) or not command.strip():
+        raise UserError(f"{where}: command is the command line that times one arch, e.g. \"harness {{model}}\"")
+    placeholders(command, f"{where}: command")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise UserError(f"{where}: timeout_s must be a positive number of seconds")
+    return {"command": command, "timeout_s": float(timeout)}
+
+
 def _from_doc(doc: dict, source: str) -> DeviceProfile:
     where = f"device profile {source}"
     try:
@@ -150,10 +180,11 @@ def _from_doc(doc: dict, source: str) -> DeviceProfile:
             opset=int(model.get("opset", 17)),
             resolution=int(model["resolution"]) if "resolution" in model else None,
             runtime_options=dict(doc.get("runtime_options", {})),
-            protocol=dict(doc.get("protocol", {})),
+            # A command times what it times: no reference net unless the profile names one.
+            protocol={**({"reference": "off"} if transport == "command" else {}), **doc.get("protocol", {})},
             energy=dict(doc.get("energy", {})),
             power=dict(doc.get("power", {})),
-            connection=dict(doc.get(transport, {})),
+            connection=_connection(doc, transport, where),
             source=source,
         )
     except KeyError as e:

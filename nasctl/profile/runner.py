@@ -57,7 +57,10 @@ class Summary:
 
 
 def export_for_device(arch: Arch, device: DeviceProfile, workdir: Path) -> tuple[Arch, Path | None, str | None]:
-    """(arch, model file, None), or (arch, None, why) when the net cannot be exported."""
+    """(arch, model file, None), or (arch, None, why) when the net cannot be exported; (arch,
+    None, None) for a device that times no file (`DeviceProfile.wants_model`)."""
+    if not device.wants_model:
+        return arch, None, None
     from nasctl.export.onnx import export_onnx
     from nasctl.export.tflite import export_tflite
     from nasctl.models import build
@@ -210,14 +213,14 @@ class _Device:
         self.halted = True
         self.agent.halt()
 
-    def measure(self, key: str, model: str) -> dict:
+    def measure(self, key: str, model: str, arch: str = "") -> dict:
         """One row from the agent; a model that kills the agent is an error row, and the agent is
         started again (a lost link is not: it goes up to the caller). Once halted, nothing."""
         if self.halted:
             raise Halted
         try:
             with self.quiet:
-                row = self.agent.measure(key, model)
+                row = self.agent.measure(key, model, arch)
         except AgentDied as e:
             if self.halted:
                 raise Halted from None
@@ -232,7 +235,7 @@ class _Device:
     def time_reference(self, why: str) -> float:
         """Time the reference net now and log it (`nasctl.profile.drift`); returns the seconds spent."""
         ref, t0 = self.reference, time.perf_counter()
-        ref.record(self.measure(f"ref-{ref.arch.id}", ref.model), self.agent.facts.get("host"), why, time.perf_counter())
+        ref.record(self.measure(f"ref-{ref.arch.id}", ref.model, ref.arch.string), self.agent.facts.get("host"), why, time.perf_counter())
         return time.perf_counter() - t0
 
 
@@ -326,7 +329,7 @@ def profile_archs(
                 if why:
                     raise NasctlError(f"the reference net {ref_arch.string} does not export: {why}")
                 for d in devices:
-                    d.reference = Reference(ref_arch, d.transport.stage([ref_file])[0], RefLog(store.path), config_id, device)
+                    d.reference = Reference(ref_arch, d.transport.stage([ref_file])[0] if ref_file else "", RefLog(store.path), config_id, device)
                     for _ in range(2 * RECENT):  # RECENT ok ones, so the rows' drift is known from the first
                         summary.reference_s += d.time_reference("start")
                         summary.references += 1
@@ -365,8 +368,8 @@ def profile_archs(
 def _measure_batch(d: _Device, batch: list, device: DeviceProfile, config_id: str, store: Store,
                    summary: Summary, lock: threading.Lock, on_row: Callable[[dict], None]) -> None:
     """Upload the batch's models in one go, then time them one by one and store each row."""
-    exported = [path for _, path, err in batch if err is None]
-    staged = dict(zip(exported, d.transport.stage(exported)))
+    exported = [path for _, path, err in batch if path is not None]
+    staged = {None: "", **dict(zip(exported, d.transport.stage(exported)))}
     for arch, path, err in batch:
         if d.reference is not None and err is None and d.reference.due(time.perf_counter()):
             spent = d.time_reference("again" if d.reference.latest is None else "every")
@@ -377,9 +380,10 @@ def _measure_batch(d: _Device, batch: list, device: DeviceProfile, config_id: st
         if d.reference is not None:
             row.update(d.reference.columns())
         if err is None:
-            res = d.measure(arch.id, staged[path])
-            d.transport.unstage(staged[path])
-            path.unlink(missing_ok=True)
+            res = d.measure(arch.id, staged[path], arch.string)
+            if path is not None:
+                d.transport.unstage(staged[path])
+                path.unlink(missing_ok=True)
             res.pop("key", None)
             row.update(res)
         else:

@@ -49,6 +49,8 @@ def verify_interleaved(arch: Arch, device: DeviceProfile, store: Store, host: st
     which its rows were read at; where it names another reference, or is None, this machine's
     base for the config, set by this verify if the config has none yet."""
     ref = reference_arch(arch.space, device)
+    if ref is None and device.transport == "command":
+        return verify_command(arch, device, store, host, on_note)
     base_ms = base["base_ms"] if base and base.get("ref_arch_id") == (ref and ref.id) else None
     if ref is None:
         raise NasctlError(f"device {device.name}: an interleaved verify needs the reference net ([protocol] reference is off)")
@@ -99,5 +101,24 @@ def verify_interleaved(arch: Arch, device: DeviceProfile, store: Store, host: st
                ref_latency_ms=statistics.median(ref_ms), drift=drift,
                ref_base_ms=base_ms, ref_shift=shift, rounds_spread=spread,
                verify_timings_ms=raw, verify_ref_timings_ms=ref_ms)
+    store.put(row)
+    return row
+
+
+def verify_command(arch: Arch, device: DeviceProfile, store: Store, host: str | None = None, on_note=lambda text: None) -> dict:
+    """A command device's verify: its command run once. The harness is the user's (or a table),
+    so nasctl has no reference net to interleave; what it prints is the figure."""
+    config = device.agent_config(arch.space.params.resolution)
+    with tempfile.TemporaryDirectory(prefix="nasctl-verify-") as tmp, open_transport(device, host) as transport:
+        _, path, why = export_for_device(arch, device, Path(tmp))
+        if why:
+            raise NasctlError(f"verify: {arch.string} does not export: {why}")
+        session = transport.start_agent(config, on_note)
+        got = session.measure(f"cand-{arch.id}", transport.stage([path])[0] if path else "", arch.string)
+        config_id = device.config_id(arch.space.definition_hash, arch.space.params.resolution, session.facts)
+        row = {**base_row(arch, device, config_id, session.facts), **got, "verify_rounds": 1}
+    ms = row.get("latency_ms")
+    row.update(latency_raw_ms=ms, drift=None, ref_base_ms=None, ref_arch_id=None, disturbed_reason=None,
+               verify_timings_ms=[ms] if ms is not None else [], verify_ref_timings_ms=[])
     store.put(row)
     return row

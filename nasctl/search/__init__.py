@@ -4,7 +4,7 @@ The method lists live here, torch-free, so the CLI builds its --method choices f
 loading torch; the rest is imported when first used."""
 
 METHODS = ("lightnas", "fbnet", "proxyless", "singlepath", "la-darts")  # gradient methods; `baselines` adds random and evolution
-ALL_METHODS = (*METHODS, "random", "evolution")
+ALL_METHODS = (*METHODS, "random", "evolution", "predictor")  # predictor: nasctl.guided
 
 __all__ = ["ALL_METHODS", "METHODS", "Job", "SearchConfig", "run_search"]
 

@@ -14,6 +14,10 @@ def open_transport(device: DeviceProfile, address: str | None = None, trust_new_
         if address is not None:
             raise UserError(f"device {device.name!r} is this machine: --host/--serial do not apply")
         return LocalTransport(root)
+    if device.transport == "command":
+        from nasctl.device.transports.command import CommandTransport
+
+        return CommandTransport(device.command_target(address))
     if device.transport == "ssh":
         from nasctl.device.transports.ssh import SshTarget, SshTransport
 

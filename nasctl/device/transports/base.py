@@ -69,9 +69,10 @@ class Session(ABC):
     facts: dict
 
     @abstractmethod
-    def measure(self, key: str, model: str) -> dict:
-        """Time one staged model; a row carrying `key` (status error, not an exception, when
-        the model fails: only a dead agent or a lost link raises)."""
+    def measure(self, key: str, model: str, arch: str = "") -> dict:
+        """Time one staged model (of the arch string `arch`, which a command device passes on);
+        a row carrying `key` (status error, not an exception, when the model fails: only a dead
+        agent or a lost link raises)."""
 
     @abstractmethod
     def halt(self) -> None:
@@ -115,7 +116,7 @@ class AgentSession(Session):
                 elif P.BEAT not in doc:
                     return doc
 
-    def measure(self, key: str, model: str) -> dict:
+    def measure(self, key: str, model: str, arch: str = "") -> dict:
         try:
             self._in.write(P.request(key, model))
             self._in.flush()

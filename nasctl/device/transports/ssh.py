@@ -336,10 +336,10 @@ class SshSession(AgentSession):
                                         f"({self.facts.get('host')!r}, was {host!r})")
             return
 
-    def measure(self, key: str, model: str) -> dict:
+    def measure(self, key: str, model: str, arch: str = "") -> dict:
         while True:
             try:
-                return super().measure(key, model)
+                return super().measure(key, model, arch)
             except LinkLost as e:
                 if self.halted:
                     raise
