@@ -6,8 +6,8 @@ trainer runs (or from an accuracy predictor the user already has).
 2. Feasible: each latency or energy target met by its predictor's mean *plus a margin for the
    predictor's own error* (twice its ensemble std or twice its held-out MAPE, the larger), each
    params / MFLOPs budget counted exactly. With `--verify`, an arch whose mean meets the target
-   but whose margin does not is measured on the device before it is trained, and its measurement
-   decides.
+   but whose margin does not (or whose mean misses it by less than the margin) is measured on
+   the device before it is trained, and its measurement decides.
 3. An initial design: `initial` feasible archs spread over MACs (one per quantile stratum).
 4. Then each free trainer slot gets the candidate of the highest acquisition (EI, UCB or Thompson
    on `Surrogate`), the runs still in flight believed at their predicted top-1.
@@ -152,7 +152,7 @@ class Pool:
             self.keys[row.tobytes()] = start + k
         goal = np.array([g.c.target for g in self.goals])
         self.sure = (self.upper <= goal).all(1)
-        self.maybe = (self.pred <= goal).all(1)
+        self.maybe = (2 * self.pred - self.upper <= goal).all(1)  # within the margin: a measurement decides
 
     def index(self, arch: Arch) -> int:
         key = np.asarray(arch.indices, dtype=np.int64).tobytes()
@@ -162,7 +162,7 @@ class Pool:
 
     def feasible(self, verify: bool) -> np.ndarray:
         """Met for sure by the predictors, or verified on the device; with a device, also the
-        archs it could verify (mean under the target, margin over)."""
+        archs it could verify (within the margin of a target, on either side)."""
         ok = np.where(np.isnan(self.measured), self.sure, self.measured == 1)
         return ok | (verify & np.isnan(self.measured) & self.maybe)
 

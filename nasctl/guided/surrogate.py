@@ -57,8 +57,11 @@ class Surrogate:
             kernel, optimizer, restarts = self.gp.kernel_, None, 0
         else:
             self._ym, self._ys = float(y.mean()), float(max(y.std(), 1e-6))
-            kernel = ConstantKernel(1.0) * DotProduct(1.0) + ConstantKernel(1.0) * RBF(3.0) + WhiteKernel(0.1, (1e-6, 10.0))
-            optimizer, restarts = "fmin_l_bfgs_b", 2
+            optimizer = "fmin_l_bfgs_b"
+            if self.gp is None:  # the first fit tries a few starts; a refit starts where the last one ended
+                kernel, restarts = ConstantKernel(1.0) * DotProduct(1.0) + ConstantKernel(1.0) * RBF(3.0) + WhiteKernel(0.1, (1e-6, 10.0)), 2
+            else:
+                kernel, restarts = self.gp.kernel_, 0
         gp = GaussianProcessRegressor(kernel, optimizer=optimizer, n_restarts_optimizer=restarts, random_state=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
