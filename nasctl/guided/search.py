@@ -85,7 +85,8 @@ class Target:
         mean = mean + self.c.offset
         if self.c.unit not in ("ms", "mJ"):  # params, MFLOPs: counted exactly
             return mean, mean
-        return mean, mean + np.maximum(MARGIN_STD * std, MARGIN_MAPE * self.mape * mean)
+        upper = mean + np.maximum(MARGIN_STD * std, MARGIN_MAPE * self.mape * mean)
+        return mean, np.where(mean > 0, upper, np.inf)  # a table extrapolated below zero says nothing
 
 
 def targets(space, job: GuidedJob) -> list[Target]:
@@ -122,8 +123,10 @@ def targets(space, job: GuidedJob) -> list[Target]:
 class Pool:
     """The candidates and what is known of them: exact on small spaces, a draw on large ones."""
 
-    def __init__(self, space, goals: list[Target], seed: int):
+    def __init__(self, space, goals: list[Target], seed: int, verified: tuple[int, ...] = ()):
+        """`verified`: the goals the --verify device measures (a measurement decides those)."""
         self.space, self.goals = space, goals
+        self.verified = np.isin(np.arange(len(goals)), verified)
         size = int(space.describe()["size"])
         self.exact = isinstance(space, FreeLayers) and size <= ENUMERATE_MAX
         if self.exact:
@@ -133,7 +136,7 @@ class Pool:
             idx = sample(space, min(POOL, size), seed)
         self.idx = np.empty((0, space.num_layers), dtype=np.int64)
         self.pred = self.upper = np.empty((0, len(goals)))
-        self.measured = np.empty(0)  # per arch: nan unmeasured, 1 verified to meet every target, 0 over one
+        self.measured = np.empty((0, len(goals)))  # the device's figure per (arch, verified goal); nan unmeasured
         self.keys: dict[bytes, int] = {}
         self.add(idx)
 
@@ -147,12 +150,11 @@ class Pool:
         self.idx = np.concatenate([self.idx, idx])
         self.pred = np.concatenate([self.pred, np.stack(pred, 1)])
         self.upper = np.concatenate([self.upper, np.stack(upper, 1)])
-        self.measured = np.concatenate([self.measured, np.full(len(idx), np.nan)])
+        self.measured = np.concatenate([self.measured, np.full((len(idx), len(self.goals)), np.nan)])
         for k, row in enumerate(idx):
             self.keys[row.tobytes()] = start + k
-        goal = np.array([g.c.target for g in self.goals])
-        self.sure = (self.upper <= goal).all(1)
-        self.maybe = (2 * self.pred - self.upper <= goal).all(1)  # within the margin: a measurement decides
+        self.goal = np.array([g.c.target for g in self.goals])
+        self.sure = (self.upper <= self.goal).all(1)
 
     def index(self, arch: Arch) -> int:
         key = np.asarray(arch.indices, dtype=np.int64).tobytes()
@@ -160,11 +162,18 @@ class Pool:
             self.add(np.asarray(arch.indices, dtype=np.int64)[None])
         return self.keys[key]
 
-    def feasible(self, verify: bool) -> np.ndarray:
-        """Met for sure by the predictors, or verified on the device; with a device, also the
-        archs it could verify (within the margin of a target, on either side)."""
-        ok = np.where(np.isnan(self.measured), self.sure, self.measured == 1)
-        return ok | (verify & np.isnan(self.measured) & self.maybe)
+    def feasible(self, open_: bool = True) -> np.ndarray:
+        """Per arch: every goal met, a verified goal by its measurement where there is one, else
+        (with `open_`) possibly: its mean within the margin of the target, on either side, so that
+        a measurement can decide; an unverified goal by its predicted bound."""
+        unknown = np.isnan(self.measured)
+        could = (2 * self.pred - self.upper <= self.goal) if open_ else (self.upper <= self.goal)
+        by_device = np.where(unknown, could, self.measured <= self.goal)
+        return np.where(self.verified, by_device, self.upper <= self.goal).all(1)
+
+    def unsure(self, i: int) -> bool:
+        """Whether a measurement must decide arch i before it counts as meeting the targets."""
+        return bool((self.verified & np.isnan(self.measured[i]) & (self.upper[i] > self.goal)).any())
 
     def neighbours(self, idx: np.ndarray) -> np.ndarray:
         """Every single-layer change of each arch, through the space's allowed ops."""
@@ -193,16 +202,12 @@ def run(job: GuidedJob, out: Path, events: Events | None = None) -> dict:
     t0 = time.perf_counter()
     if job.rule not in RULES:
         raise UserError(f"--acquisition must be one of {', '.join(RULES)}")
-    from nasctl.device import load_device
-
-    device = load_device(job.verify) if job.verify else None
     base = load_space(job.space)
     space = Predictor.load(job.predictors[0]).space() if job.predictors else base
     if not isinstance(space, FreeLayers):
         raise UserError(f"--method predictor searches layered and NB201 spaces; {space.name!r} is a cell space (use la-darts)")
     goals = targets(space, job)
-    if device is not None and all(g.c.name in ("params", "mflops") for g in goals):
-        raise UserError("--verify measures latency or energy: give --target-ms or --target-mj with a --predictor")
+    device, verified = _verify_device(job.verify, goals)
     acc = _accuracy(job, space)
     if acc is None:
         if job.budget is None:
@@ -212,8 +217,8 @@ def run(job: GuidedJob, out: Path, events: Events | None = None) -> dict:
         trainer = Trainer(job.trainer) if job.trainer else Trainer.retrain(job.space, job.data, job.epochs, job.train_limit)
     elif job.budget is not None or job.trainer:
         raise UserError("--accuracy picks from a predictor: --budget and --trainer are for training nets instead")
-    pool = Pool(space, goals, job.seed)
-    if not pool.feasible(device is not None).any():
+    pool = Pool(space, goals, job.seed, verified)
+    if not pool.feasible().any():
         raise UserError("no arch of the space is predicted to meet every target with the predictors' margin"
                         + ("" if device else " (--verify DEVICE would measure the ones within it)"))
     out.mkdir(parents=True, exist_ok=True)
@@ -231,6 +236,26 @@ def run(job: GuidedJob, out: Path, events: Events | None = None) -> dict:
     return _write(out, job, space, goals, pool, pick, acc, trained, state, time.perf_counter() - t0)
 
 
+def _verify_device(ref: str | None, goals: list[Target]):
+    """The --verify device and the goals it measures: every latency / energy goal where they are
+    one device's, else the named one's (`--verify pixel3=pixel3.toml`, a predictor's file stem)."""
+    from nasctl.device import load_device
+
+    if ref is None:
+        return None, ()
+    measurable = [k for k, g in enumerate(goals) if g.c.unit in ("ms", "mJ")]
+    names = {goals[k].device for k in measurable}
+    if not measurable:
+        raise UserError("--verify measures latency or energy: give --target-ms or --target-mj with a --predictor")
+    name, sep, path = ref.partition("=")
+    if sep and name in names:
+        return load_device(path), tuple(k for k in measurable if goals[k].device == name)
+    if len(names) > 1:
+        raise UserError(f"--verify: targets on several devices ({', '.join(sorted(names))}); name the one it measures, "
+                        f"e.g. --verify {sorted(names)[0]}=PROFILE")
+    return load_device(ref), tuple(measurable)
+
+
 def _accuracy(job: GuidedJob, space) -> Predictor | None:
     if job.accuracy is None:
         return None
@@ -242,19 +267,20 @@ def _accuracy(job: GuidedJob, space) -> Predictor | None:
 
 
 class _Verifier:
-    """Measures archs on the --verify device, each once, and remembers which met every target."""
+    """Measures archs on the --verify device (its goals only), each once, when the predictors'
+    margin cannot decide them; says whether an arch meets every target."""
 
     def __init__(self, device, job: GuidedJob, goals: list[Target], out: Path, events: Events, state: State):
         self.device, self.job, self.goals, self.out, self.events, self.state = device, job, goals, out, events, state
 
     def check(self, pool: Pool, i: int) -> bool:
-        if np.isnan(pool.measured[i]):
+        if pool.unsure(i):
             from nasctl.search.run import Job, _measure
 
             arch = pool.space.from_indices(pool.idx[i])
-            figs, met = {}, True
-            for g in self.goals:
-                if g.c.name in ("params", "mflops"):
+            figs = {}
+            for k, g in enumerate(self.goals):
+                if not pool.verified[k]:
                     continue
                 deploy = g.c.predictor.space()
                 row = _measure(deploy.parse(arch.string), self.device, self.out / "verify.parquet",
@@ -263,18 +289,17 @@ class _Verifier:
                 col = {"ms": "latency_ms", "mJ": "energy_mj"}[g.c.unit]
                 if row.get(col) is None or pd.isna(row.get(col)):
                     raise NasctlError(f"verify on {self.device.name}: the device measured no {col}")
-                figs[g.label] = float(row[col])
-                met &= figs[g.label] <= g.c.target
-            pool.measured[i] = float(met)
+                figs[g.label] = pool.measured[i, k] = float(row[col])
+            met = bool(pool.feasible(open_=False)[i])
             self.state.measurements.append({"arch": arch.string, "measured": figs, "met": bool(met)})
             self.events.note(f"verify {arch.id} on {self.device.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in figs.items())
                              + (" meets every target" if met else " is over a target: not trained, not picked"))
-        return pool.measured[i] == 1
+        return bool(pool.feasible(open_=False)[i])
 
 
-def _design(pool: Pool, n: int, seed: int, verify: bool) -> list[int]:
+def _design(pool: Pool, n: int, seed: int) -> list[int]:
     """`n` feasible candidates, one from each MACs quantile stratum (seeded within it)."""
-    cand = np.flatnonzero(pool.feasible(verify))
+    cand = np.flatnonzero(pool.feasible())
     macs = cost_table(pool.space).of(pool.idx[cand])[0]
     order = cand[np.argsort(macs, kind="stable")]
     rng = np.random.default_rng(seed)
@@ -283,13 +308,12 @@ def _design(pool: Pool, n: int, seed: int, verify: bool) -> list[int]:
 
 def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained, out: Path, verifier, state: State,
           events: Events) -> None:
-    verify = verifier is not None
     surrogate = Surrogate(space, job.seed)
     rng = np.random.default_rng(job.seed)
     done = {str(a): r for a, r in zip(trained.frame["arch"], trained.frame.to_dict("records"))}
     for a in done:
         pool.index(space.parse(a))
-    design = _design(pool, job.initial, job.seed, verify)
+    design = _design(pool, job.initial, job.seed)
     pending: dict = {}
     slots = list(range(job.jobs))
     used = len(trained.frame)
@@ -302,7 +326,7 @@ def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained,
         busy = taken()
         while design:  # the initial design first, in its order
             i = design.pop(0)
-            if i not in busy and (not verify or pool.sure[i] or verifier.check(pool, i)):
+            if i not in busy and (not pool.unsure(i) or verifier.check(pool, i)):
                 return i, {"phase": "design"}
         ok = trained.ok()
         if len(ok) < 2:
@@ -316,7 +340,7 @@ def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained,
         while True:
             if not pool.exact:
                 _local_search(pool, surrogate, job.rule, best, rng)
-            cand = np.flatnonzero(pool.feasible(verify))
+            cand = np.flatnonzero(pool.feasible())
             cand = np.setdiff1d(cand, list(busy))
             if not len(cand):
                 return None
@@ -324,7 +348,7 @@ def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained,
             score = acquisition(job.rule, mean, std, best, rng)
             k = int(np.argmax(score))
             i = int(cand[k])
-            if verify and not pool.sure[i] and not verifier.check(pool, i):
+            if pool.unsure(i) and not verifier.check(pool, i):
                 busy.add(i)
                 continue
             return i, {"phase": job.rule, "predicted_top1": float(mean[k]), "predicted_std": float(std[k]), "score": float(score[k])}
@@ -365,7 +389,7 @@ def _local_search(pool: Pool, surrogate: Surrogate, rule: str, best: float, rng,
     """Large spaces: grow the pool around the archs the acquisition likes best, by single-layer
     changes, a few rounds (a local search over predicted scores)."""
     for _ in range(rounds):
-        cand = np.flatnonzero(pool.sure | pool.maybe)
+        cand = np.flatnonzero(pool.feasible())
         mean, std = surrogate.predict(pool.idx[cand])
         lead = cand[np.argsort(-acquisition(rule, mean, std, best, rng))[:top]]
         before = len(pool.idx)
@@ -379,10 +403,7 @@ def _pick_trained(pool: Pool, space, trained: Trained, verifier) -> dict | None:
     ok = trained.ok().sort_values("top1", ascending=False, kind="stable")
     for a, top1 in zip(ok["arch"], ok["top1"]):
         i = pool.index(space.parse(a))
-        if verifier is not None:
-            if verifier.check(pool, i):
-                return {"i": i, "top1": float(top1)}
-        elif pool.sure[i]:
+        if pool.feasible(open_=False)[i] or (pool.unsure(i) and verifier is not None and verifier.check(pool, i)):
             return {"i": i, "top1": float(top1)}
     return None
 
@@ -391,14 +412,14 @@ def _pick_predicted(pool: Pool, acc: Predictor, verifier, tries: int = 20) -> di
     """The feasible arch of the highest predicted top-1 (verified down the list, with a device)."""
     if not pool.exact:
         for _ in range(3):  # grow the pool around the best predicted, as the loop's local search
-            cand = np.flatnonzero(pool.sure | pool.maybe)
+            cand = np.flatnonzero(pool.feasible())
             lead = cand[np.argsort(-acc.predict_indices(pool.idx[cand])[0])[:20]]
             pool.add(pool.neighbours(pool.idx[lead]))
-    cand = np.flatnonzero(pool.feasible(verifier is not None))
+    cand = np.flatnonzero(pool.feasible())
     mean, _ = acc.predict_indices(pool.idx[cand])
     for k in np.argsort(-mean, kind="stable")[:tries]:
         i = int(cand[k])
-        if verifier is None or pool.sure[i] or verifier.check(pool, i):
+        if not pool.unsure(i) or verifier.check(pool, i):
             return {"i": i, "top1": None}
     return None
 
