@@ -5,7 +5,10 @@ accuracy the search sees is a logged query) and NAS-Bench-201 through HELP's lat
 import json
 import os
 import shlex
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -215,3 +218,30 @@ def test_an_accuracy_predictor_of_another_space_and_an_unreachable_latency_targe
                "--trainer", "t {arch}", "--budget", "10", "-o", tmp_path / "c")
     assert p.returncode == 2 and "no arch of the space is predicted to meet every target" in p.stderr, p.stderr
     assert not any((tmp_path / x).exists() for x in "abc")
+
+
+def test_nasctl_retrain_as_the_trainer_and_a_resume_after_kill_9(tmp_path):
+    """The real loop: nasctl's own retrain (digits, 1 epoch) trains each net; the whole job is
+    killed with SIGKILL mid-training, and the same command resumes: the finished run is kept,
+    the one in flight is trained again from a fresh folder, and the budget is met exactly."""
+    out = tmp_path / "pg"
+    args = [sys.executable, "-m", "nasctl", "search", "--method", "predictor", "--space", "nas-bench-macro", "--max-mflops", "60",
+            "--data", "digits", "--epochs", "1", "--train-limit", "200", "--budget", "3", "--initial", "2", "-o", str(out)]
+    job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    store = out / "trained.parquet"
+    while not store.exists():
+        assert job.poll() is None, "the search ended before its first net was trained"
+        time.sleep(0.2)
+    first = pd.read_parquet(store)
+    os.killpg(job.pid, signal.SIGKILL)  # nasctl and the retrain in flight
+    job.wait()
+    assert len(first) == 1
+    p = subprocess.run(args + ["--json"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    t = pd.read_parquet(store)
+    assert len(t) == 3 == t["arch"].nunique() and (t["status"] == "ok").all()
+    assert t.iloc[0].to_dict() == first.iloc[0].to_dict()  # kept, not trained again
+    for d in t["dir"]:
+        assert (pd.read_csv(f"{d}/metrics.csv")["epoch"] == [1]).all()  # each folder holds one whole run
+    doc = json.loads(p.stdout)
+    assert doc["arch"] == t.loc[t["top1"].idxmax(), "arch"] and "resuming: 1 trainer runs" in p.stderr
