@@ -220,6 +220,65 @@ def rho(seeds: int = 10) -> None:
     (RESULTS / "tabular_rho.json").write_text(to_json({"space": "nas-bench-macro", "seeds": seeds, "held_out_spearman": out}, indent=1))
 
 
+def _nasctl(*args) -> dict:
+    import subprocess
+
+    p = subprocess.run([sys.executable, "-m", "nasctl", *map(str, args), "--json", "-q"], capture_output=True, text=True)
+    if p.returncode not in (0, 1):
+        sys.exit(f"nasctl {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr.strip()}")
+    return json.loads(p.stdout) if p.stdout.strip() else {"exit": p.returncode, "stderr": p.stderr.strip()}
+
+
+def nb201(seeds: int, columns=("pixel3", "samsung_a50", "gold_6240"), budget: int = 20) -> None:
+    """Each column in turn is a command device; 10 rows of it (chosen by `profile --budget 10`
+    under the other 12 columns as priors) fit its predictor; the search (trainer: params as the
+    accuracy stand-in, a fraction of the largest cell's) picks under its 25/50/75th percentile,
+    with and without --verify on the column."""
+    rows = table_rows("help-nb201")
+    work = WORK / "nb201"
+    work.mkdir(parents=True, exist_ok=True)
+    space = load_space("nb201")
+    params = cost_table(space).of(np.stack([space.parse(a).indices for a in rows["arch"]]))[1]
+    stand_in = _json(work / "params.json", dict(zip(rows["arch"], (params / params.max()).astype(float))))
+    trainer = TRAINER.format(table=shlex.quote(str(stand_in.resolve())))
+    cols = [c for c in rows.columns if c.endswith("_ms")]
+    for c in cols:
+        if not (work / f"{c}.parquet").exists():
+            rows.assign(latency_ms=rows[c])[["arch_id", "arch", "space", "latency_ms"]].to_parquet(work / f"{c}.parquet")
+    results = []
+    for col in columns:
+        c = f"{col}_ms"
+        table = _json(work / f"{col}.json", dict(zip(rows["arch"], rows[c].astype(float))))
+        device = _device(work / f"{col}.toml", f"{col}-table", table)
+        priors = [x for o in cols if o != c for x in ("--prior", work / f"{o}.parquet")]
+        lat = rows.set_index("arch")[c]
+        for seed in range(seeds):
+            d = work / f"{col}-s{seed}"
+            d.mkdir(exist_ok=True)
+            if not (d / "pool.parquet").exists():
+                _nasctl("sample", "--space", "nb201", "--n", 1000, "--seed", seed, "-o", d / "pool.parquet")
+            measured = _nasctl("profile", "--device", device, "--archs", d / "pool.parquet", "--budget", 10, *priors, "-o", d / "rows.parquet")
+            if not (d / "lat.pt").exists():
+                _nasctl("fit-predictor", d / "rows.parquet", *priors, "-o", d / "lat.pt")
+            for q in (25, 50, 75):
+                T = float(np.percentile(lat, q))
+                for mode, verify in (("predictor", None), ("predictor+verify", str(device))):
+                    job = GuidedJob(space="nb201", predictors=(str(d / "lat.pt"),), target_ms=(T,), trainer=trainer, budget=budget,
+                                    verify=verify, seed=seed)
+                    r = _guided(d / f"p{q}-{mode}", job)
+                    ms = float(lat[r["arch"]]) if r["arch"] else float("nan")
+                    results.append({"device": col, "seed": seed, "percentile": q, "target_ms": T, "method": mode,
+                                    "profiled_rows": measured.get("measured", 0) + measured.get("skipped", 0), **r,
+                                    "pick_ms": ms, "over": bool(ms > T), "gap": ms / T - 1})
+                print(f"{col} seed {seed}: " + ", ".join(f"p{r['percentile']} {r['method']} {r['gap']:+.1%}" for r in results[-6:]), flush=True)
+    df = pd.DataFrame(results)
+    summary = df.groupby(["device", "method"]).agg(picks=("over", "size"), over=("over", "sum"), worst_gap=("gap", "max"),
+                                                   median_gap=("gap", "median"), device_measurements=("device_measurements", "mean")).reset_index()
+    (RESULTS / "tabular_nb201.json").write_text(to_json({"budget": budget, "seeds": seeds, "summary": summary.to_dict("records"),
+                                                         "runs": results}, indent=1))
+    print(summary.to_string())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=("nbm", "rho", "nb201"))
@@ -232,7 +291,7 @@ def main() -> None:
     elif a.what == "rho":
         rho()
     else:
-        nb201(a.seeds)
+        nb201(a.seeds if a.seeds != 20 else 3)
 
 
 if __name__ == "__main__":
