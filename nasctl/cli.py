@@ -490,9 +490,8 @@ def tabular(
 @app.command(epilog=examples(
     "nasctl search --predictor cpu.pt --target-ms 6 --data digits -o runs/s6",
     "nasctl search --predictor cpu.pt --target-ms 6 --verify local -o runs/s6",
-    "nasctl search --method singlepath --predictor cpu.pt --target-ms 6 -o sp",
-    "nasctl search --method predictor --predictor xavier.pt --target-ms 24 --budget 50 --jobs 2 \\\n"
-    "  --trainer 'nasctl retrain {arch} --data fashion-mnist --epochs 30 -o {dir}' -o runs/pg",
+    "nasctl search --method predictor --predictor xavier.pt --target-ms 24 \\\n"
+    "  --trainer 'nasctl retrain {arch} --epochs 30 -o {dir}' --budget 50 -o pg",
 ))
 def search(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for arch.json, search.csv, search.png (and verify.parquet).")],
