@@ -210,6 +210,8 @@ def run(job: GuidedJob, out: Path, events: Events | None = None) -> dict:
     if job.rule not in RULES:
         raise UserError(f"--acquisition must be one of {', '.join(RULES)}")
     base = load_space(job.space)
+    for path in job.predictors:  # each of the space searched; the first one's deployment config is searched in
+        Predictor.load(path).check_space(base)
     space = Predictor.load(job.predictors[0]).space() if job.predictors else base
     if not isinstance(space, FreeLayers):
         raise UserError(f"--method predictor searches layered and NB201 spaces; {space.name!r} is a cell space (use la-darts)")
