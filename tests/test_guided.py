@@ -245,3 +245,12 @@ def test_nasctl_retrain_as_the_trainer_and_a_resume_after_kill_9(tmp_path):
         assert (pd.read_csv(f"{d}/metrics.csv")["epoch"] == [1]).all()  # each folder holds one whole run
     doc = json.loads(p.stdout)
     assert doc["arch"] == t.loc[t["top1"].idxmax(), "arch"] and "resuming: 1 trainer runs" in p.stderr
+
+
+def test_a_design_of_one_net_still_spends_the_budget(nbm, tmp_path):
+    """Under two trained nets there is no model yet: the next ones are uniform feasible draws."""
+    nasctl("search", "--method", "predictor", "--space", "nas-bench-macro", "--max-mflops", "60", "--trainer", nbm["trainer"],
+           "--budget", "4", "--initial", "1", "-o", tmp_path / "pg", check=0)
+    t = pd.read_parquet(tmp_path / "pg" / "trained.parquet")
+    assert len(t) == 4 == t["arch"].nunique()
+    assert list(pd.read_csv(tmp_path / "pg" / "search.csv")["phase"]) == ["design", "design", "ei", "ei"]

@@ -358,7 +358,11 @@ def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained,
             if i not in busy and (not pool.unsure(i) or verifier.check(pool, i)):
                 return i, {"phase": "design"}
         ok = trained.ok()
-        if len(ok) < 2:
+        if len(ok) < 2:  # no model yet (the design was short, or its runs failed): a uniform feasible draw
+            cand = np.setdiff1d(np.flatnonzero(pool.feasible()), list(busy))
+            for i in rng.permutation(cand)[:VERIFY_TRIES]:
+                if not pool.unsure(int(i)) or verifier.check(pool, int(i)):
+                    return int(i), {"phase": "design"}
             return None
         X = np.stack([space.parse(a).indices for a in ok["arch"]])
         surrogate.fit(X, ok["top1"].to_numpy(float))
