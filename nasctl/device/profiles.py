@@ -154,12 +154,13 @@ def _connection(doc: dict, transport: str, where: str) -> dict:
     """The [ssh] or [adb] table; a command device's `command` and `timeout_s`, checked."""
     if transport != "command":
         return dict(doc.get(transport, {}))
-    from nasctl.device.transports.command import TIMEOUT_S, placeholders
+    from nasctl.device.transports.command import PLACEHOLDERS, TIMEOUT_S
+    from nasctl.shellcmd import placeholders
 
     command, timeout = doc["command"], doc.get("timeout_s", TIMEOUT_S)
     if not isinstance(command, str) or not command.strip():
         raise UserError(f"{where}: command is the command line that times one arch, e.g. \"harness {{model}}\"")
-    placeholders(command, f"{where}: command")
+    placeholders(command, PLACEHOLDERS, f"{where}: command")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise UserError(f"{where}: timeout_s must be a positive number of seconds")
     return {"command": command, "timeout_s": float(timeout)}

@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import shutil
-import string
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from nasctl.errors import UserError
+from nasctl.shellcmd import fill, placeholders
 from nasctl.space.space import Arch
 from nasctl.tables import read_table, write_table
 from nasctl.validate import shown
@@ -44,15 +44,7 @@ class Trainer:
     template: str
 
     def __post_init__(self):
-        try:
-            names = {n for _, n, _, _ in string.Formatter().parse(self.template) if n is not None}
-        except ValueError as e:
-            raise UserError(f"--trainer: {e} (write a literal brace as {{{{ or }}}})") from None
-        unknown = names - set(PLACEHOLDERS)
-        if unknown:
-            raise UserError(f"--trainer: unknown placeholder(s) {', '.join('{' + n + '}' for n in sorted(unknown))} "
-                            f"(known: {', '.join('{' + n + '}' for n in PLACEHOLDERS)})")
-        if "arch" not in names:
+        if "arch" not in placeholders(self.template, PLACEHOLDERS, "--trainer"):
             raise UserError(f"--trainer {shown(self.template)}: the command must hold {{arch}}, where the arch to train goes")
 
     @classmethod
@@ -68,8 +60,7 @@ class Trainer:
         if folder.exists():
             shutil.rmtree(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        cmd = self.template.format(arch=shlex.quote(arch.string), dir=shlex.quote(str(folder)),
-                                   key=shlex.quote(arch.id), slot=slot)
+        cmd = fill(self.template, arch=arch.string, dir=folder, key=arch.id, slot=slot)
         env = {**os.environ, "NASCTL_SLOT": str(slot)}
         started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
         log = folder.with_name(folder.name + ".log")

@@ -16,9 +16,7 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shlex
 import signal
-import string
 import subprocess
 import tempfile
 import time
@@ -28,30 +26,12 @@ from pathlib import Path
 
 from nasctl.device.transports.base import Session, Transport
 from nasctl.errors import UserError
+from nasctl.shellcmd import fill
 from nasctl_agents import protocol as P
 
 PLACEHOLDERS = ("model", "arch", "key", "host")
-FIGURES = ("latency_ms", "energy_mj")
 _FIGURE = re.compile(r"\b(latency_ms|energy_mj)\s*=\s*(\S+)")
 TIMEOUT_S = 600.0  # a harness that hangs becomes an error row after this long (profile: timeout_s)
-
-
-def placeholders(template: str, where: str) -> set[str]:
-    """The placeholders a command uses; an unknown one, or a malformed brace, is bad input."""
-    try:
-        names = {name for _, name, spec, conv in string.Formatter().parse(template) if name is not None}
-    except ValueError as e:
-        raise UserError(f"{where}: {e} (write a literal brace as {{{{ or }}}})") from None
-    unknown = names - set(PLACEHOLDERS)
-    if unknown:
-        raise UserError(f"{where}: unknown placeholder(s) {', '.join('{' + n + '}' for n in sorted(unknown))} "
-                        f"(known: {', '.join('{' + n + '}' for n in PLACEHOLDERS)})")
-    return names
-
-
-def fill(template: str, **values: str) -> str:
-    """The command line with each placeholder shell-quoted: an arch string holds `|` and `~`."""
-    return template.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
 
 
 def read_figures(text: str) -> dict[str, float]:
@@ -76,10 +56,6 @@ class CommandTarget:
     template: str
     timeout_s: float
     host: str | None
-
-    @property
-    def wants_model(self) -> bool:
-        return "model" in placeholders(self.template, "command")
 
 
 class CommandSession(Session):
