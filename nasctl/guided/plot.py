@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from nasctl.figures import png, pyplot
-from nasctl.guided.surrogate import Surrogate
 
 
-def guided_png(space, goals, pool, pick, trained, acc, seed: int) -> bytes:
+def guided_png(space, goals, pool, pick, trained, model, seed: int) -> bytes:
+    """`model`: predicted top-1 for an (N, L) array of op indices, or None before there is one."""
     plt = pyplot()
     k = next((j for j, g in enumerate(goals) if g.c.unit in ("ms", "mJ")), 0)
     g = goals[k]
@@ -17,12 +17,6 @@ def guided_png(space, goals, pool, pick, trained, acc, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     show = rng.choice(len(pool.idx), min(len(pool.idx), 5000), replace=False)
     ok = trained.ok() if trained is not None else None
-    model = None
-    if acc is not None:
-        model = lambda idx: acc.predict_indices(idx)[0]  # noqa: E731
-    elif ok is not None and len(ok) >= 2:
-        s = Surrogate(space, seed).fit(np.stack([space.parse(a).indices for a in ok["arch"]]), ok["top1"].to_numpy(float))
-        model = lambda idx: s.predict(idx)[0]  # noqa: E731
     if model is not None:
         ax.scatter(pool.pred[show, k], model(pool.idx[show]), s=3, c="0.75", label="candidates (predicted)")
     if ok is not None and len(ok):

@@ -101,6 +101,7 @@ def targets(space, job: GuidedJob) -> list[Target]:
     """Each latency / energy predictor with its target, then any budgets; a target out of reach
     is refused here (`reachable`), before anything is trained."""
     out: list[Target] = []
+    base = load_space(job.space)
     preds = [(Path(p).stem, Predictor.load(p)) for p in job.predictors]
     for unit, given, flag in (("ms", job.target_ms, "--target-ms"), ("mJ", job.target_mj, "--target-mj")):
         mine = [(name, p) for name, p in preds if p.meta.get("unit") == unit]
@@ -111,7 +112,7 @@ def targets(space, job: GuidedJob) -> list[Target]:
         if len(given) not in (1, len(mine)):
             raise UserError(f"{flag}: {len(given)} values for {len(mine)} {unit} predictors (give one for all, or one each, in order)")
         for (name, p), t in zip(mine, given * len(mine) if len(given) == 1 else given):
-            p.check_space(space)
+            p.check_space(base)
             c = Constraint(p.metric, p, float(t), unit, hard_max=True)
             lo, _ = reachable(space, c)
             if t < lo:
@@ -210,9 +211,7 @@ def run(job: GuidedJob, out: Path, events: Events | None = None) -> dict:
     t0 = time.perf_counter()
     if job.rule not in RULES:
         raise UserError(f"--acquisition must be one of {', '.join(RULES)}")
-    base = load_space(job.space)
-    for path in job.predictors:  # each of the space searched; the first one's deployment config is searched in
-        Predictor.load(path).check_space(base)
+    base = load_space(job.space)  # the first predictor's deployment config is searched in (`targets` checks each)
     space = Predictor.load(job.predictors[0]).space() if job.predictors else base
     if not isinstance(space, FreeLayers):
         raise UserError(f"--method predictor searches layered and NB201 spaces; {space.name!r} is a cell space (use la-darts)")
@@ -339,9 +338,7 @@ def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained,
           events: Events) -> None:
     surrogate = Surrogate(space, job.seed)
     rng = np.random.default_rng(job.seed)
-    done = {str(a): r for a, r in zip(trained.frame["arch"], trained.frame.to_dict("records"))}
-    for a in done:
-        pool.index(space.parse(a))
+    done = {a: pool.index(space.parse(a)) for a in trained.frame["arch"]}  # arch -> its pool row
     design = _design(pool, job.initial, job.seed)
     pending: dict = {}
     slots = list(range(job.jobs))
@@ -349,7 +346,7 @@ def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained,
     best = trained.ok()["top1"].max() if len(trained.ok()) else -np.inf
 
     def taken() -> set[int]:
-        return {pool.index(space.parse(a)) for a in done} | {i for i, _ in pending.values()}
+        return set(done.values()) | {i for i, _ in pending.values()}
 
     def propose() -> tuple[int, dict] | None:
         busy = taken()
@@ -364,7 +361,7 @@ def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained,
                 if not pool.unsure(int(i)) or verifier.check(pool, int(i)):
                     return int(i), {"phase": "design"}
             return None
-        X = np.stack([space.parse(a).indices for a in ok["arch"]])
+        X = pool.idx[[done[a] for a in ok["arch"]]]
         surrogate.fit(X, ok["top1"].to_numpy(float))
         if pending:
             guess, _ = surrogate.predict(pool.idx[[i for i, _ in pending.values()]])
@@ -373,7 +370,7 @@ def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained,
         misses = 0
         while True:
             if not pool.exact:
-                _local_search(pool, surrogate, job.rule, best, rng)
+                _local_search(pool, lambda idx: acquisition(job.rule, *surrogate.predict(idx), best, rng))
             cand = np.flatnonzero(pool.feasible(open_=misses < VERIFY_TRIES))
             cand = np.setdiff1d(cand, list(busy))
             if not len(cand):
@@ -406,7 +403,7 @@ def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained,
                 i, info = pending.pop(f)
                 row = f.result()
                 trained.put(row)
-                done[row["arch"]] = row
+                done[row["arch"]] = i
                 used += 1
                 slots.append(row["slot"])
                 if row["status"] == "ok":
@@ -420,13 +417,12 @@ def _loop(job: GuidedJob, space, pool: Pool, trainer: Trainer, trained: Trained,
                                   f"{trained.path}): {last.iloc[-1] if len(last) else 'no error text'}")
 
 
-def _local_search(pool: Pool, surrogate: Surrogate, rule: str, best: float, rng, rounds: int = 3, top: int = 20) -> None:
-    """Large spaces: grow the pool around the archs the acquisition likes best, by single-layer
-    changes, a few rounds (a local search over predicted scores)."""
+def _local_search(pool: Pool, score: Callable[[np.ndarray], np.ndarray], rounds: int = 3, top: int = 20) -> None:
+    """Large spaces: grow the pool around the archs `score` (the acquisition, or a predicted
+    top-1) likes best, by single-layer changes, a few rounds (a local search over predictions)."""
     for _ in range(rounds):
         cand = np.flatnonzero(pool.feasible())
-        mean, std = surrogate.predict(pool.idx[cand])
-        lead = cand[np.argsort(-acquisition(rule, mean, std, best, rng))[:top]]
+        lead = cand[np.argsort(-score(pool.idx[cand]))[:top]]
         before = len(pool.idx)
         pool.add(pool.neighbours(pool.idx[lead]))
         if len(pool.idx) == before:
@@ -446,10 +442,7 @@ def _pick_trained(pool: Pool, space, trained: Trained, verifier) -> dict | None:
 def _pick_predicted(pool: Pool, acc: Predictor, verifier, tries: int = 20) -> dict | None:
     """The feasible arch of the highest predicted top-1 (verified down the list, with a device)."""
     if not pool.exact:
-        for _ in range(3):  # grow the pool around the best predicted, as the loop's local search
-            cand = np.flatnonzero(pool.feasible())
-            lead = cand[np.argsort(-acc.predict_indices(pool.idx[cand])[0])[:20]]
-            pool.add(pool.neighbours(pool.idx[lead]))
+        _local_search(pool, lambda idx: acc.predict_indices(idx)[0])
     cand = np.flatnonzero(pool.feasible())
     mean, _ = acc.predict_indices(pool.idx[cand])
     for k in np.argsort(-mean, kind="stable")[:tries]:
@@ -468,15 +461,18 @@ def _write(out: Path, job: GuidedJob, space, goals: list[Target], pool: Pool, pi
                  "candidates": len(pool.idx), "exact": pool.exact, "trained": 0 if trained is None else len(trained.frame),
                  "trained_ok": 0 if trained is None else len(trained.ok()), "device_measurements": len(state.measurements),
                  "verify": state.measurements, "wall_s": wall_s}
+    model = None  # what the pick and the plot are predicted by: the given predictor, else a fit on every trained net
+    if acc is not None:
+        model = lambda idx: acc.predict_indices(idx)[0]  # noqa: E731
+    elif len(trained.ok()) >= 2:
+        ok = trained.ok()
+        fitted = Surrogate(space, job.seed).fit(pool.idx[[pool.index(space.parse(a)) for a in ok["arch"]]], ok["top1"].to_numpy(float))
+        model = lambda idx: fitted.predict(idx)[0]  # noqa: E731
     if pick is not None:
         i = pick["i"]
         arch = space.from_indices(pool.idx[i])
         macs, params = arch_cost(arch)
-        predicted = float(acc.predict_indices(pool.idx[[i]])[0][0]) if acc is not None else None
-        if acc is None and len(trained.ok()) >= 2:
-            ok = trained.ok()
-            s = Surrogate(space, job.seed).fit(np.stack([space.parse(a).indices for a in ok["arch"]]), ok["top1"].to_numpy(float))
-            predicted = float(s.predict(pool.idx[[i]])[0][0])
+        predicted = float(model(pool.idx[[i]])[0]) if model is not None else None
         verified = next((m for m in state.measurements if m["arch"] == arch.string), None)
         seen = verified["measured"] if verified else {}
         doc.update(arch=arch.string, arch_id=arch.id, macs=macs, params_count=params, top1_predicted=predicted,
@@ -492,5 +488,5 @@ def _write(out: Path, job: GuidedJob, space, goals: list[Target], pool: Pool, pi
     with OutputSet() as files:
         files.write(out / "arch.json", to_json(doc, indent=2).encode())
         files.write_table(pd.DataFrame(state.rows), out / "search.csv")
-        files.write(out / "search.png", guided_png(space, goals, pool, pick, trained, acc, job.seed))
+        files.write(out / "search.png", guided_png(space, goals, pool, pick, trained, model, job.seed))
     return doc
