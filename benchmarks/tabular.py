@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from clirun import nasctl
 from nasctl.guided.search import GuidedJob, Pool, run, targets
 from nasctl.guided.surrogate import Surrogate
 from nasctl.models.cost import cost_table
@@ -220,15 +221,6 @@ def rho(seeds: int = 10) -> None:
     (RESULTS / "tabular_rho.json").write_text(to_json({"space": "nas-bench-macro", "seeds": seeds, "held_out_spearman": out}, indent=1))
 
 
-def _nasctl(*args) -> dict:
-    import subprocess
-
-    p = subprocess.run([sys.executable, "-m", "nasctl", *map(str, args), "--json", "-q"], capture_output=True, text=True)
-    if p.returncode not in (0, 1):
-        sys.exit(f"nasctl {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr.strip()}")
-    return json.loads(p.stdout) if p.stdout.strip() else {"exit": p.returncode, "stderr": p.stderr.strip()}
-
-
 def nb201(seeds: int, columns=("pixel3", "samsung_a50", "gold_6240"), budget: int = 20) -> None:
     """Each column in turn is a command device; 10 rows of it (chosen by `profile --budget 10`
     under the other 12 columns as priors) fit its predictor; the search (trainer: params as the
@@ -256,10 +248,11 @@ def nb201(seeds: int, columns=("pixel3", "samsung_a50", "gold_6240"), budget: in
             d = work / f"{col}-s{seed}"
             d.mkdir(exist_ok=True)
             if not (d / "pool.parquet").exists():
-                _nasctl("sample", "--space", "nb201", "--n", 1000, "--seed", seed, "-o", d / "pool.parquet")
-            measured = _nasctl("profile", "--device", device, "--archs", d / "pool.parquet", "--budget", 10, *priors, "-o", d / "rows.parquet")
+                nasctl("sample", "--space", "nb201", "--n", 1000, "--seed", seed, "-o", d / "pool.parquet")
+            measured = nasctl("profile", "--device", device, "--archs", d / "pool.parquet", "--budget", 10, *priors, "-o", d / "rows.parquet",
+                              ok=(0, 1))
             if not (d / "lat.pt").exists():
-                _nasctl("fit-predictor", d / "rows.parquet", *priors, "-o", d / "lat.pt")
+                nasctl("fit-predictor", d / "rows.parquet", *priors, "-o", d / "lat.pt")
             for q in (25, 50, 75):
                 T = float(np.percentile(lat, q))
                 for mode, verify in (("predictor", None), ("predictor+verify", str(device))):
