@@ -340,3 +340,31 @@ def test_derive_moves_an_off_target_argmax_onto_the_target_and_leaves_a_good_one
     assert macs.predict(sp.from_indices(idx))[0] <= 0.9 * base
     idx = derive(start, probs, sp.allowed, [macs, macs, cap], 0.01)  # targets the budget rules out: the budget wins
     assert macs.predict(sp.from_indices(idx))[0] <= 0.9 * base
+
+
+def test_the_calibration_round_derives_from_the_measured_arch_not_from_the_new_argmax():
+    """The residual a verify measured holds near the measured net: the round-2 net is the fewest
+    flips from it that the calibrated predictor puts on the target, however far the argmax is."""
+    from types import SimpleNamespace
+
+    from nasctl.search.engine import SearchConfig
+    from nasctl.search.run import DERIVE_SLACK, Events, Job, _derive
+
+    sp = load_space("proxyless")
+    macs = Constraint("mflops", exact_cost(sp, "mmacs"), 1.0, "M")
+    rng = np.random.default_rng(0)
+    probs = np.where(sp.allowed, rng.uniform(0.5, 1.0, sp.allowed.shape), 0)
+    probs[:, 0] += 1.0  # k3_e3 is every layer's argmax
+    probs /= probs.sum(1, keepdims=True)
+    argmax = probs.argmax(1)
+    measured = np.where(sp.allowed[:, 3], 3, argmax)  # another net: k5_e6 wherever allowed
+    macs.target = 1.05 * macs.predict(sp.from_indices(measured))[0]
+    state = SimpleNamespace(arch=lambda: sp.from_indices(argmax), probabilities=lambda: probs, space=sp,
+                            cfg=SearchConfig(), derived_from=None)
+    got = _derive(SimpleNamespace(state=state), [macs], Job(), Events(), anchor=sp.from_indices(measured))
+    assert abs(macs.predict(got)[0] / macs.target - 1) <= Job().tolerance * DERIVE_SLACK
+    assert 0 < (got.indices != measured).sum() <= 3 < (got.indices != argmax).sum()
+    assert state.derived_from == sp.from_indices(argmax).string
+    plain = _derive(SimpleNamespace(state=state), [macs], Job(), Events())  # round 1: from the argmax
+    assert abs(macs.predict(plain)[0] / macs.target - 1) <= Job().tolerance * DERIVE_SLACK
+    assert (got.indices != measured).sum() < (plain.indices != measured).sum()
