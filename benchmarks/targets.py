@@ -8,6 +8,10 @@ measured latency, for each seed. Per search: exit code, the round-1 and final ga
 of verify rounds, the wall time, the device measurements (verify.parquet's rows, re-measures of
 a disturbed device included), λ at the end, and whether `derive` changed the argmax.
 
+With --remeasure, every net a verify measured is profiled once more afterwards (`profile --device
+local`, all in one session): the verify's figure against an independent one of the same net, at
+the device's base speed; a verify that a disturbance fooled shows here.
+
 Resumable: the rows, the predictor and each finished search (its result.json) are kept in the
 workdir and reused. Prints one JSON object.
 
@@ -68,10 +72,26 @@ def one_search(run: Path, pred: Path, target: float, seed: int, extra: list[str]
     return out
 
 
+def remeasure(w: Path, searches: list[dict]) -> dict:
+    """Profile every verified net again; each verify figure against the new one (base speed)."""
+    nets = pd.DataFrame({"arch": sorted({r["arch"] for s in searches for r in s["verify"]})})
+    nets.to_parquet(w / "verified.parquet")
+    nasctl("profile", "--device", "local", "--archs", w / "verified.parquet", "-o", w / "remeasured.parquet", ok=(0, 1))
+    got = pd.read_parquet(w / "remeasured.parquet").query("status == 'ok'")
+    again = dict(zip(got.arch, got.latency_ms / got.drift))
+    pairs = [{"target_ms": s["target_ms"], "seed": s["seed"], "round": i + 1, "verify_ms": r["measured_ms"],
+              "again_ms": again.get(r["arch"]), "ratio": r["measured_ms"] / again[r["arch"]] - 1 if r["arch"] in again else None}
+             for s in searches for i, r in enumerate(s["verify"])]
+    ratios = [abs(p["ratio"]) for p in pairs if p["ratio"] is not None]
+    return {"nets": len(nets), "remeasured": len(again), "abs_diff_median": float(pd.Series(ratios).median()),
+            "abs_diff_max": max(ratios), "over_3pct": sum(r > 0.03 for r in ratios), "pairs": pairs}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path("runs/targets"))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--remeasure", action="store_true")
     ap.add_argument("extra", nargs="*", help="more search options, after --")
     a = ap.parse_args()
     w = a.workdir
@@ -86,6 +106,7 @@ def main():
     targets = [round(float(lat.quantile(q)), 2) for q in QUANTILES]
     searches = [one_search(w / f"search-{t}-s{s}", pred, t, s, a.extra) for s in range(a.seeds) for t in targets]
     n = len(searches)
+    remeasured = remeasure(w, searches) if a.remeasure else None
     print(json.dumps({
         "rows": int(len(lat)), "predictor": {"chosen": fit["chosen"], "test_mape": fit["test"]["default"]["mape"]},
         "targets_ms": targets, "search_options": a.extra,
@@ -94,7 +115,7 @@ def main():
                     "unverified": sum(s["exit"] == 4 for s in searches),
                     "device_measurements_mean": sum(s["device_measurements"] for s in searches) / n,
                     "wall_s_mean": sum(s["wall_s"] for s in searches) / n},
-        "searches": searches}, indent=1))
+        "remeasured": remeasured, "searches": searches}, indent=1))
 
 
 if __name__ == "__main__":
