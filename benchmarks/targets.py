@@ -76,7 +76,8 @@ def remeasure(w: Path, searches: list[dict]) -> dict:
     """Profile every verified net again; each verify figure against the new one (base speed)."""
     nets = pd.DataFrame({"arch": sorted({r["arch"] for s in searches for r in s["verify"]})})
     nets.to_parquet(w / "verified.parquet")
-    nasctl("profile", "--device", "local", "--archs", w / "verified.parquet", "-o", w / "remeasured.parquet", ok=(0, 1))
+    nasctl("profile", "--device", "local", "--space", "proxyless", "--archs", w / "verified.parquet", "-o", w / "remeasured.parquet",
+           ok=(0, 1))
     got = pd.read_parquet(w / "remeasured.parquet").query("status == 'ok'")
     again = dict(zip(got.arch, got.latency_ms / got.drift))
     pairs = [{"target_ms": s["target_ms"], "seed": s["seed"], "round": i + 1, "verify_ms": r["measured_ms"],
