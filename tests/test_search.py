@@ -318,15 +318,20 @@ def test_singlepath_refuses_a_space_that_is_not_a_kernel_expansion_grid(tmp_path
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
+def _macs_and_flat_alpha():
+    """proxyless, a MACs constraint, and an α whose argmax is k3_e3 in every layer, barely."""
+    sp = load_space("proxyless")
+    rng = np.random.default_rng(0)
+    probs = np.where(sp.allowed, rng.uniform(0.5, 1.0, sp.allowed.shape), 0)
+    probs[:, 0] += 1.0
+    probs /= probs.sum(1, keepdims=True)
+    return sp, Constraint("mflops", exact_cost(sp, "mmacs"), 1.0, "M"), probs
+
+
 def test_derive_moves_an_off_target_argmax_onto_the_target_and_leaves_a_good_one_alone():
     from nasctl.search.constraints import derive
 
-    sp = load_space("proxyless")
-    macs = Constraint("mflops", exact_cost(sp, "mmacs"), 1.0, "M")
-    rng = np.random.default_rng(0)
-    probs = np.where(sp.allowed, rng.uniform(0.5, 1.0, sp.allowed.shape), 0)
-    probs[:, 0] += 1.0  # k3_e3 is every layer's argmax
-    probs /= probs.sum(1, keepdims=True)
+    sp, macs, probs = _macs_and_flat_alpha()
     start = probs.argmax(1)
     base = macs.predict(sp.from_indices(start))[0]
     macs.target = 1.2 * base
@@ -350,12 +355,7 @@ def test_the_calibration_round_derives_from_the_measured_arch_not_from_the_new_a
     from nasctl.search.engine import SearchConfig
     from nasctl.search.run import DERIVE_SLACK, Events, Job, _derive
 
-    sp = load_space("proxyless")
-    macs = Constraint("mflops", exact_cost(sp, "mmacs"), 1.0, "M")
-    rng = np.random.default_rng(0)
-    probs = np.where(sp.allowed, rng.uniform(0.5, 1.0, sp.allowed.shape), 0)
-    probs[:, 0] += 1.0  # k3_e3 is every layer's argmax
-    probs /= probs.sum(1, keepdims=True)
+    sp, macs, probs = _macs_and_flat_alpha()
     argmax = probs.argmax(1)
     measured = np.where(sp.allowed[:, 3], 3, argmax)  # another net: k5_e6 wherever allowed
     macs.target = 1.05 * macs.predict(sp.from_indices(measured))[0]
