@@ -5,7 +5,7 @@ The recipe: `sample --space proxyless --n 400 --seed 3`, `profile --device local
 space's deployment config), the default `fit-predictor`, then `search --predictor p.pt
 --target-ms T --data digits --verify local --seed S` at the 25th/50th/75th percentile of the
 measured latency, for each seed. Per search: exit code, the round-1 and final gap, the number
-of verify rounds, the wall time, the device measurements (verify.parquet's rows, re-measures of
+of verify rounds (and the nets the calibration round measured), the wall time, the device measurements (verify.parquet's rows, re-measures of
 a disturbed device included), λ at the end, and whether `derive` changed the argmax.
 
 With --remeasure, every net a verify measured is profiled once more afterwards (`profile --device
@@ -60,7 +60,9 @@ def one_search(run: Path, pred: Path, target: float, seed: int, extra: list[str]
     doc = json.loads((run / "arch.json").read_text())
     verify = pd.read_parquet(run / "verify.parquet")
     rounds = [{"arch": r["arch"], "predicted_ms": r["predicted"]["latency_ms"], "measured_ms": r["measured"]["latency_ms"],
-               "gap": r["gap"]["latency_ms"], "met": r["met"], "offset_ms": r["offsets"]["latency_ms"]} for r in doc["verify"]]
+               "gap": r["gap"]["latency_ms"], "met": r["met"], "offset_ms": r["offsets"]["latency_ms"],
+               "tried": [{"arch": x["arch"], "predicted_ms": x["predicted"]["latency_ms"], "measured_ms": x["measured"]["latency_ms"],
+                          "gap": x["gap"]["latency_ms"]} for x in r.get("tried", [])]} for r in doc["verify"]]
     t = doc["targets"][0]
     out = {"target_ms": target, "seed": seed, "exit": p.returncode, "verify_status": doc["verify_status"],
            "rounds": len(rounds), "round1_gap": rounds[0]["gap"] if rounds else None,

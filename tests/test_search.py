@@ -368,3 +368,45 @@ def test_the_calibration_round_derives_from_the_measured_arch_not_from_the_new_a
     plain = _derive(SimpleNamespace(state=state), [macs], Job(), Events())  # round 1: from the argmax
     assert abs(macs.predict(plain)[0] / macs.target - 1) <= Job().tolerance * DERIVE_SLACK
     assert (got.indices != measured).sum() < (plain.indices != measured).sum()
+
+
+def test_a_calibration_round_that_misses_measures_a_second_net_aimed_past_the_target():
+    """Round 2's first net misses high: a second net, from the measured one, is aimed half a
+    tolerance below the target and measured too; the pick is the one that meets. A first net that
+    meets is the only one measured."""
+    from types import SimpleNamespace
+
+    from nasctl.search.engine import SearchConfig
+    from nasctl.search.run import DERIVE_SLACK, SECOND_AIM, Events, Job, _calibration_round
+
+    sp, macs, probs = _macs_and_flat_alpha()
+    anchor = sp.from_indices(np.where(sp.allowed[:, 3], 3, probs.argmax(1)))
+    macs.target = 1.05 * macs.predict(anchor)[0]
+    state = SimpleNamespace(arch=lambda: sp.from_indices(probs.argmax(1)), probabilities=lambda: probs, space=sp,
+                            cfg=SearchConfig(), derived_from=None)
+    job = Job()
+
+    def device(factor):
+        seen = []
+
+        def measure(a):
+            seen.append(a)
+            m = factor * macs.predict(a)[0]
+            gap = m / macs.target - 1
+            return {"arch": a.string, "predicted": {"mflops": macs.predict(a)[0]}, "measured": {"mflops": m},
+                    "target": {"mflops": macs.target}, "gap": {"mflops": gap}, "met": abs(gap) <= job.tolerance}
+        return seen, measure
+
+    seen, measure = device(1.04)  # every net measures 4% above its prediction
+    arch, r = _calibration_round(SimpleNamespace(state=state), [macs], anchor, job, Events(), measure)
+    first, second = seen
+    assert abs(macs.predict(first)[0] / macs.target - 1) <= job.tolerance * DERIVE_SLACK
+    aim = macs.target * (1 - SECOND_AIM * job.tolerance)
+    assert abs(macs.predict(second)[0] / aim - 1) <= job.tolerance * DERIVE_SLACK
+    assert arch.string == second.string == r["arch"] and r["met"]
+    assert [t["arch"] for t in r["tried"]] == [first.string, second.string] and [t["met"] for t in r["tried"]] == [False, True]
+    assert macs.target == pytest.approx(1.05 * macs.predict(anchor)[0])  # the aim moved a copy, not the constraint
+
+    seen, measure = device(1.0)
+    arch, r = _calibration_round(SimpleNamespace(state=state), [macs], anchor, job, Events(), measure)
+    assert seen == [arch] and r["met"] and len(r["tried"]) == 1

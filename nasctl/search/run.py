@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +34,9 @@ from nasctl.train.loop import rank
 # How far from its target a derived net may be predicted, as a fraction of --tolerance: the
 # predictor's own error has to fit in what is left (see `_derive`).
 DERIVE_SLACK = 0.1
+# Where the calibration round's net misses too, the second is aimed this fraction of --tolerance
+# past the target, on the side away from the miss (see `_calibration_round`).
+SECOND_AIM = 0.5
 VERIFY_BACKOFF_S = 5.0  # the first pause of a disturbed verify; each next one doubles
 SEARCH_FILES = ("arch.json", "search.csv", "search.png", "verify.parquet")  # what -o receives
 
@@ -132,9 +135,15 @@ def search(job: Job, cfg: SearchConfig, out: Path, events: Events | None = None)
                 events.note(f"measured {gap_text(rounds[-1])}: calibrating the predictor by the residual, "
                             f"searching {extra} more epochs")
                 searcher.run(extra, train_w=False, on_epoch=events.epoch)
-                arch = _derive(searcher, constraints, job, events, anchor=arch)
-                write()
-                rounds.append(verify_round(arch, constraints, device, job, out, events))
+
+                def measure(a: Arch) -> dict:
+                    nonlocal arch
+                    arch = a
+                    write()
+                    return verify_round(a, constraints, device, job, out, events)
+
+                arch, picked = _calibration_round(searcher, constraints, arch, job, events, measure)
+                rounds.append(picked)
             status = {"state": "verified" if job.verify else "none"}
     except Unverified as e:  # never a calibration from it: a disturbed figure is no residual
         status = {"state": "unverified", "reason": str(e)}
@@ -189,6 +198,35 @@ def _derive(searcher: Searcher, constraints: list[Constraint], job: Job, events:
         s.derived_from = argmax.string
         return fixed
     return argmax
+
+
+def _calibration_round(searcher: Searcher, constraints: list[Constraint], anchor: Arch, job: Job, events: Events,
+                       measure: Callable[[Arch], dict]) -> tuple[Arch, dict]:
+    """Round 2: the net derived from the measured one onto the target (the predictor shifted by the
+    measured residual), measured; where that one misses too, the net derived from the measured one
+    at SECOND_AIM of the tolerance past the target, away from the miss, measured as well. The pick
+    is the one that meets, else the nearer; the round's record lists both (`tried`).
+
+    Why a second net: the first one's error is the measured net's own measurement error plus the
+    error of the few layers changed, each about the size of the tolerance (issue 38: an 8.97 ms
+    search measured its net 8.601, changed one layer predicted +0.357 ms, measured +0.649 ms,
+    +3.1% from the target; the same two nets timed again afterwards differed by +0.476 ms). A
+    third round would search again on one more residual; a second net beside the first, aimed
+    at the other side, only needs the measurement."""
+    first = _derive(searcher, constraints, job, events, anchor=anchor)
+    tried = [(first, measure(first))]
+    r = tried[0][1]
+    if not r["met"]:
+        worst = max(r["gap"].values(), key=abs)
+        side = -1.0 if worst > 0 else 1.0
+        aimed = [c if c.hard_max else replace(c, target=c.target * (1 + side * SECOND_AIM * job.tolerance)) for c in constraints]
+        events.note(f"measured {gap_text(r)}: measuring a second net, aimed {side * SECOND_AIM * job.tolerance:+.1%} from the target")
+        second = _derive(searcher, aimed, job, events, anchor=anchor)
+        if second.string != first.string:
+            tried.append((second, measure(second)))
+    arch, best = min(tried, key=lambda t: (not t[1]["met"], max(abs(g) for g in t[1]["gap"].values())))
+    brief = [{k: r[k] for k in ("arch", "predicted", "measured", "gap", "met")} for _, r in tried]
+    return arch, {**best, "tried": brief}
 
 
 def _ranks_agree(searcher: Searcher) -> float:
