@@ -595,6 +595,9 @@ def search(
         lines.append(f"  verify {i + 1} on {r['device']}: " + ", ".join(
             f"{k} measured {r['measured'][k]:.4g} (predicted {r['predicted'][k]:.4g}, {r['gap'][k]:+.1%} from target)" for k in r["measured"])
             + (" ok" if r["met"] else " MISSED"))
+        if len(r.get("tried", [])) > 1:
+            gaps = "; ".join(", ".join(f"{g:+.1%}" for g in x["gap"].values()) for x in r["tried"])
+            lines.append(f"    {len(r['tried'])} nets measured ({gaps} from target): the pick meets, else is the nearest")
     if summary["verify_status"] == "unverified":
         lines.append(f"  UNVERIFIED: {summary['unverified_reason']} (arch.json keeps the result, marked)")
     _emit(as_json, summary, "\n".join(lines))
