@@ -5,8 +5,9 @@ The recipe: `sample --space proxyless --n 400 --seed 3`, `profile --device local
 space's deployment config), the default `fit-predictor`, then `search --predictor p.pt
 --target-ms T --data digits --verify local --seed S` at the 25th/50th/75th percentile of the
 measured latency, for each seed. Per search: exit code, the round-1 and final gap, the number
-of verify rounds (and the nets the calibration round measured), the wall time, the device measurements (verify.parquet's rows, re-measures of
-a disturbed device included), λ at the end, and whether `derive` changed the argmax.
+of verify rounds (and the nets the calibration round measured), the wall time, the device
+measurements (verify.parquet's rows, re-measures of a disturbed device included), λ at the end,
+and whether `derive` changed the argmax.
 
 With --remeasure, every net a verify measured is profiled once more afterwards (`profile --device
 local`, all in one session): the verify's figure against an independent one of the same net, at

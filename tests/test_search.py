@@ -328,6 +328,17 @@ def _macs_and_flat_alpha():
     return sp, Constraint("mflops", exact_cost(sp, "mmacs"), 1.0, "M"), probs
 
 
+def _searcher(sp, probs):
+    """What `_derive` reads of a searcher, at a fixed α: its argmax, probabilities and space."""
+    from types import SimpleNamespace
+
+    from nasctl.search.engine import SearchConfig
+
+    state = SimpleNamespace(arch=lambda: sp.from_indices(probs.argmax(1)), probabilities=lambda: probs, space=sp,
+                            cfg=SearchConfig(), derived_from=None)
+    return SimpleNamespace(state=state)
+
+
 def test_derive_moves_an_off_target_argmax_onto_the_target_and_leaves_a_good_one_alone():
     from nasctl.search.constraints import derive
 
@@ -350,22 +361,18 @@ def test_derive_moves_an_off_target_argmax_onto_the_target_and_leaves_a_good_one
 def test_the_calibration_round_derives_from_the_measured_arch_not_from_the_new_argmax():
     """The residual a verify measured holds near the measured net: the round-2 net is the fewest
     flips from it that the calibrated predictor puts on the target, however far the argmax is."""
-    from types import SimpleNamespace
-
-    from nasctl.search.engine import SearchConfig
     from nasctl.search.run import DERIVE_SLACK, Events, Job, _derive
 
     sp, macs, probs = _macs_and_flat_alpha()
     argmax = probs.argmax(1)
     measured = np.where(sp.allowed[:, 3], 3, argmax)  # another net: k5_e6 wherever allowed
     macs.target = 1.05 * macs.predict(sp.from_indices(measured))[0]
-    state = SimpleNamespace(arch=lambda: sp.from_indices(argmax), probabilities=lambda: probs, space=sp,
-                            cfg=SearchConfig(), derived_from=None)
-    got = _derive(SimpleNamespace(state=state), [macs], Job(), Events(), anchor=sp.from_indices(measured))
+    searcher = _searcher(sp, probs)
+    got = _derive(searcher, [macs], Job(), Events(), anchor=sp.from_indices(measured))
     assert abs(macs.predict(got)[0] / macs.target - 1) <= Job().tolerance * DERIVE_SLACK
     assert 0 < (got.indices != measured).sum() <= 3 < (got.indices != argmax).sum()
-    assert state.derived_from == sp.from_indices(argmax).string
-    plain = _derive(SimpleNamespace(state=state), [macs], Job(), Events())  # round 1: from the argmax
+    assert searcher.state.derived_from == sp.from_indices(argmax).string
+    plain = _derive(searcher, [macs], Job(), Events())  # round 1: from the argmax
     assert abs(macs.predict(plain)[0] / macs.target - 1) <= Job().tolerance * DERIVE_SLACK
     assert (got.indices != measured).sum() < (plain.indices != measured).sum()
 
@@ -374,16 +381,12 @@ def test_a_calibration_round_that_misses_measures_a_second_net_aimed_past_the_ta
     """Round 2's first net misses high: a second net, from the measured one, is aimed half a
     tolerance below the target and measured too; the pick is the one that meets. A first net that
     meets is the only one measured."""
-    from types import SimpleNamespace
-
-    from nasctl.search.engine import SearchConfig
     from nasctl.search.run import DERIVE_SLACK, SECOND_AIM, Events, Job, _calibration_round
 
     sp, macs, probs = _macs_and_flat_alpha()
     anchor = sp.from_indices(np.where(sp.allowed[:, 3], 3, probs.argmax(1)))
     macs.target = 1.05 * macs.predict(anchor)[0]
-    state = SimpleNamespace(arch=lambda: sp.from_indices(probs.argmax(1)), probabilities=lambda: probs, space=sp,
-                            cfg=SearchConfig(), derived_from=None)
+    searcher = _searcher(sp, probs)
     job = Job()
 
     def device(factor):
@@ -398,7 +401,7 @@ def test_a_calibration_round_that_misses_measures_a_second_net_aimed_past_the_ta
         return seen, measure
 
     seen, measure = device(1.04)  # every net measures 4% above its prediction
-    arch, r = _calibration_round(SimpleNamespace(state=state), [macs], anchor, job, Events(), measure)
+    arch, r = _calibration_round(searcher, [macs], anchor, job, Events(), measure)
     first, second = seen
     assert abs(macs.predict(first)[0] / macs.target - 1) <= job.tolerance * DERIVE_SLACK
     aim = macs.target * (1 - SECOND_AIM * job.tolerance)
@@ -408,5 +411,5 @@ def test_a_calibration_round_that_misses_measures_a_second_net_aimed_past_the_ta
     assert macs.target == pytest.approx(1.05 * macs.predict(anchor)[0])  # the aim moved a copy, not the constraint
 
     seen, measure = device(1.0)
-    arch, r = _calibration_round(SimpleNamespace(state=state), [macs], anchor, job, Events(), measure)
+    arch, r = _calibration_round(searcher, [macs], anchor, job, Events(), measure)
     assert seen == [arch] and r["met"] and len(r["tried"]) == 1

@@ -225,7 +225,7 @@ def _calibration_round(searcher: Searcher, constraints: list[Constraint], anchor
         if second.string != first.string:
             tried.append((second, measure(second)))
     arch, best = min(tried, key=lambda t: (not t[1]["met"], max(abs(g) for g in t[1]["gap"].values())))
-    brief = [{k: r[k] for k in ("arch", "predicted", "measured", "gap", "met")} for _, r in tried]
+    brief = [{k: got[k] for k in ("arch", "predicted", "measured", "gap", "met")} for _, got in tried]
     return arch, {**best, "tried": brief}
 
 
